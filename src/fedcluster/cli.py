@@ -1,0 +1,136 @@
+"""Command line: ``fedcluster run | validate | partition``. The only module that reads argv."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from .config import Config, ConfigError, load_config
+
+__all__ = ["main"]
+
+log = logging.getLogger("fedcluster")
+
+
+def _split_args(items: list[str]) -> tuple[str | None, list[str]]:
+    """The first argument without '=' is the config file; the rest are overrides."""
+    path = None
+    overrides = []
+    for item in items:
+        if "=" not in item and path is None:
+            path = item
+        elif "=" not in item:
+            raise ConfigError(f"unexpected argument {item!r}: expected section.key=value")
+        else:
+            overrides.append(item)
+    return path, overrides
+
+
+def _run_dir(cfg: Config, out: str | None) -> Path:
+    if out is not None:
+        path = Path(out)
+        if (path / "metrics.jsonl").exists():
+            raise ConfigError(f"--out {out}: it already holds a run (metrics.jsonl); "
+                              "refusing to overwrite it, choose another directory")
+        return path
+    stem = Path(cfg.run.out) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = stem, 1
+    while path.exists():
+        n += 1
+        path = stem.with_name(f"{stem.name}-{n}")
+    return path
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
+    handler = RichHandler(console=Console(stderr=True), show_time=False, show_path=False,
+                          level=level)
+    log.addHandler(handler)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .callbacks import default_callbacks
+    from .run import run_federation
+
+    path, overrides = _split_args(args.config)
+    cfg = load_config(path, overrides)
+    run_dir = _run_dir(cfg, args.out)
+    _setup_logging(args.verbose, args.quiet)
+    run_federation(cfg, default_callbacks(cfg, run_dir, quiet=args.quiet), run_dir)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    path, overrides = _split_args([args.file, *args.overrides])
+    cfg = load_config(path, overrides)
+    print(f"{args.file}: ok ({cfg.name}: {cfg.data.dataset}, {cfg.data.num_clients} clients, "
+          f"k={cfg.cluster.k}, {cfg.rounds} rounds)")
+    return 0
+
+
+def cmd_partition(args: argparse.Namespace) -> int:
+    from .data import build_federation, load_dataset
+
+    path, overrides = _split_args(args.config)
+    cfg = load_config(path, overrides)
+    fed = build_federation(load_dataset(cfg.data), cfg.data, cfg.seed)
+    train, test = fed.label_counts()
+    table = Table(title=f"{cfg.data.dataset}: {cfg.data.partition} over {fed.num_clients} "
+                        "clients (train / eval samples per label)")
+    table.add_column("client", justify="right")
+    for c in range(train.shape[1]):
+        table.add_column(str(c), justify="right")
+    table.add_column("train", justify="right", style="bold")
+    table.add_column("eval", justify="right", style="bold")
+    for i in range(fed.num_clients):
+        cells = [f"{a}/{b}" for a, b in zip(train[i], test[i], strict=True)]
+        table.add_row(str(i), *cells, str(train[i].sum()), str(test[i].sum()))
+    Console().print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fedcluster",
+                                description="Clustered federated learning for PyTorch.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="train a federation (default: the embedded digits config)")
+    r.add_argument("config", nargs="*", metavar="[CONFIG] [section.key=value ...]",
+                   help="a TOML/JSON config file and/or overrides")
+    r.add_argument("--out", help="run directory (default: runs/<name>-<timestamp>)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no console table")
+    r.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    r.set_defaults(func=cmd_run)
+    v = sub.add_parser("validate", help="check a config file without running it")
+    v.add_argument("file")
+    v.add_argument("overrides", nargs="*", metavar="section.key=value")
+    v.set_defaults(func=cmd_validate)
+    t = sub.add_parser("partition", help="print per-client label counts (train and eval)")
+    t.add_argument("config", nargs="*", metavar="[CONFIG] [section.key=value ...]")
+    t.set_defaults(func=cmd_partition)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data.partition import PartitionError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, PartitionError) as e:
+        print(f"fedcluster: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedcluster: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""The typed, frozen run configuration: loading, overrides and validation.
+
+A config is read from TOML or JSON, ``section.key=value`` overrides are applied
+(values are TOML values, typed to the declared field), and every value is checked
+before any work starts. Errors name the key, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
+
+import tomli_w
+
+from .registry import did_you_mean
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "ClientConfig",
+    "ClusterConfig",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "RunConfig",
+    "ServerConfig",
+    "StopConfig",
+    "config_to_toml",
+    "load_config",
+    "parse_overrides",
+]
+
+
+class ConfigError(ValueError):
+    """A config value is missing, of the wrong type, or out of range."""
+
+
+def _require(section: str, name: str, ok: bool, value: Any, expected: str) -> None:
+    if not ok:
+        key = f"{section}.{name}" if section else name
+        raise ConfigError(f"{key} = {value!r}: expected {expected}")
+
+
+class _Section:
+    """Mixin giving each config section a dotted key prefix for its errors."""
+
+    _section: ClassVar[str] = ""
+
+    def _check(self, name: str, ok: bool, expected: str) -> None:
+        _require(self._section, name, ok, getattr(self, name), expected)
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    _section: ClassVar[str] = "data"
+    dataset: str = "digits"
+    root: str = "data"
+    num_clients: int = 20
+    partition: Literal["iid", "dirichlet", "shards"] = "dirichlet"
+    alpha: float = 0.5
+    shards_per_client: int = 2
+    min_size: int = 10
+
+    def __post_init__(self) -> None:
+        self._check("num_clients", self.num_clients >= 1, "an integer >= 1")
+        self._check("alpha", self.alpha > 0, "a number > 0")
+        self._check("shards_per_client", self.shards_per_client >= 1, "an integer >= 1")
+        self._check("min_size", self.min_size >= 0, "an integer >= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Section):
+    _section: ClassVar[str] = "model"
+    name: str = "digits-cnn"
+    hidden: list[int] = field(default_factory=lambda: [200])
+
+    def __post_init__(self) -> None:
+        self._check("hidden", all(h >= 1 for h in self.hidden), "a list of integers >= 1")
+
+
+@dataclass(frozen=True)
+class ClientConfig(_Section):
+    _section: ClassVar[str] = "client"
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    local_epochs: int = 1
+    batch_size: int = 32
+    drop_last: bool = True
+
+    def __post_init__(self) -> None:
+        self._check("lr", self.lr > 0, "a number > 0")
+        self._check("momentum", 0 <= self.momentum < 1, "a number in [0, 1)")
+        self._check("weight_decay", self.weight_decay >= 0, "a number >= 0")
+        self._check("local_epochs", self.local_epochs >= 1, "an integer >= 1")
+        self._check("batch_size", self.batch_size >= 1, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class ServerConfig(_Section):
+    _section: ClassVar[str] = "server"
+    clients_per_round: int | float = 1.0
+    lr: float = 1.0
+
+    def __post_init__(self) -> None:
+        c = self.clients_per_round
+        if isinstance(c, float):
+            self._check("clients_per_round", 0 < c <= 1, "a count >= 1 or a fraction in (0, 1]")
+        else:
+            self._check("clients_per_round", c >= 1, "a count >= 1 or a fraction in (0, 1]")
+        self._check("lr", self.lr > 0, "a number > 0")
+
+
+@dataclass(frozen=True)
+class ClusterConfig(_Section):
+    _section: ClassVar[str] = "cluster"
+    k: int = 2
+    method: Literal["kmeans"] = "kmeans"
+    reduce: Literal["pca2", "none"] = "pca2"
+    n_init: int = 10
+
+    def __post_init__(self) -> None:
+        self._check("k", self.k >= 1, "an integer >= 1")
+        self._check("n_init", self.n_init >= 1, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class StopConfig(_Section):
+    _section: ClassVar[str] = "stop"
+    accuracy_delta: float = 0.0
+    loss_delta: float = 0.0
+    patience: int = 1
+
+    def __post_init__(self) -> None:
+        self._check("accuracy_delta", self.accuracy_delta >= 0, "a number >= 0 (0 disables)")
+        self._check("loss_delta", self.loss_delta >= 0, "a number >= 0 (0 disables)")
+        self._check("patience", self.patience >= 1, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class RunConfig(_Section):
+    _section: ClassVar[str] = "run"
+    engine: Literal["sequential"] = "sequential"
+    device: str = "auto"
+    threads: int = 0
+    eval_batch_size: int = 1024
+    out: str = "runs"
+
+    def __post_init__(self) -> None:
+        ok = self.device in ("auto", "cpu", "cuda") or (
+            self.device.startswith("cuda:") and self.device[5:].isdigit()
+        )
+        self._check("device", ok, '"auto", "cpu", "cuda" or "cuda:N"')
+        self._check("threads", self.threads >= 0, "an integer >= 0 (0 = torch's default)")
+        self._check("eval_batch_size", self.eval_batch_size >= 1, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class Config(_Section):
+    name: str = "digits"
+    seed: int = 0
+    rounds: int = 20
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        ok_name = bool(self.name) and all(ch.isalnum() or ch in "-_." for ch in self.name)
+        self._check("name", ok_name, "a non-empty name of letters, digits, '-', '_', '.'")
+        self._check("seed", self.seed >= 0, "an integer >= 0")
+        self._check("rounds", self.rounds >= 1, "an integer >= 1")
+        n = self.data.num_clients
+        _require("cluster", "k", self.cluster.k <= n, self.cluster.k,
+                 f"at most data.num_clients = {n}")
+        c = self.server.clients_per_round
+        if isinstance(c, int):
+            _require("server", "clients_per_round", c <= n, c, f"at most data.num_clients = {n}")
+        _require("server", "clients_per_round", self.clients_per_round >= self.cluster.k, c,
+                 f"enough clients per round ({self.clients_per_round} now) "
+                 f"to form cluster.k = {self.cluster.k} clusters")
+
+    @property
+    def clients_per_round(self) -> int:
+        """The number of clients sampled each round, resolved from a count or a fraction."""
+        c = self.server.clients_per_round
+        if isinstance(c, float):
+            return max(1, round(c * self.data.num_clients))
+        return c
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if get_origin(tp) in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if get_origin(tp) is list:
+        return f"a list of {_type_name(get_args(tp)[0])}s"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+_NO = object()
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """``value`` as type ``tp``, or ``_NO`` when it does not fit."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        return value if value in get_args(tp) else _NO
+    if origin in (Union, types.UnionType):
+        for arg in get_args(tp):
+            out = _coerce(value, arg)
+            if out is not _NO:
+                return out
+        return _NO
+    if origin is list:
+        if not isinstance(value, list):
+            return _NO
+        items = [_coerce(v, get_args(tp)[0]) for v in value]
+        return _NO if any(i is _NO for i in items) else items
+    if tp is bool:
+        return value if isinstance(value, bool) else _NO
+    if tp is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _NO
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if ok else _NO
+    if tp is str:
+        return value if isinstance(value, str) else _NO
+    raise TypeError(f"unsupported config type {tp}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{prefix.rstrip('.')}] must be a table of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            raise ConfigError(
+                f"unknown key {prefix}{key}{did_you_mean(key, names)}; "
+                f"known keys{' in [' + prefix.rstrip('.') + ']' if prefix else ''}: "
+                + ", ".join(names)
+            )
+    kwargs = {}
+    for name in names:
+        if name not in data:
+            continue
+        tp, value = hints[name], data[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, f"{prefix}{name}.")
+            continue
+        out = _coerce(value, tp)
+        if out is _NO:
+            raise ConfigError(f"{prefix}{name} = {value!r}: expected {_type_name(tp)}")
+        kwargs[name] = out
+    return cls(**kwargs)
+
+
+def _field_type(path: list[str]) -> Any:
+    """The declared type at a dotted key path, or raise ConfigError for unknown keys."""
+    cls: Any = Config
+    for i, part in enumerate(path):
+        if not dataclasses.is_dataclass(cls):
+            raise ConfigError(
+                f"unknown key {'.'.join(path)}: {'.'.join(path[:i])} is not a section"
+            )
+        names = [f.name for f in dataclasses.fields(cls)]
+        if part not in names:
+            where = ".".join(path[:i])
+            raise ConfigError(
+                f"unknown key {'.'.join(path)}{did_you_mean(part, names)}; "
+                f"known keys{' in [' + where + ']' if where else ''}: " + ", ".join(names)
+            )
+        cls = typing.get_type_hints(cls)[part]
+    return cls
+
+
+def parse_overrides(items: list[str]) -> list[tuple[list[str], Any]]:
+    """Parse ``section.key=value`` strings; values are TOML, strings may go unquoted."""
+    out = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected section.key=value")
+        path = key.split(".")
+        tp = _field_type(path)
+        if dataclasses.is_dataclass(tp):
+            raise ConfigError(f"override {item!r}: {key} is a section; set one of its keys")
+        text = text.strip()
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text  # a bare word such as mnist or sgd
+        if _coerce(value, tp) is _NO and _coerce(text, tp) is not _NO:
+            value = text  # e.g. name=123 for a string field
+        out.append((path, value))
+    return out
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
+        raise ConfigError(f"config file {str(path)!r} is not valid {kind}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a table of keys at the top")
+    return data
+
+
+def _check_names(cfg: Config) -> None:
+    """Names that refer to registries (datasets, models) must exist."""
+    from .data import DATASETS
+    from .models import MODELS
+
+    if cfg.data.dataset not in DATASETS:
+        raise ConfigError(f"data.dataset: {DATASETS.unknown_message(cfg.data.dataset)}")
+    if cfg.model.name not in MODELS:
+        raise ConfigError(f"model.name: {MODELS.unknown_message(cfg.model.name)}")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Load and validate a config; ``path=None`` starts from the built-in defaults."""
+    data = _read_file(Path(path)) if path is not None else {}
+    for keys, value in parse_overrides(list(overrides)):
+        node = data
+        for part in keys[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {'.'.join(keys)}: {part} is not a table in the file")
+        node[keys[-1]] = value
+    cfg = _build(Config, data, "")
+    _check_names(cfg)
+    return cfg
+
+
+def config_to_toml(cfg: Config) -> str:
+    return tomli_w.dumps(cfg.to_dict())

@@ -1,0 +1,30 @@
+"""Execution engines: who trains the sampled clients, and evaluates models.
+
+The round loop only asks an engine to "train these clients from these start
+vectors" and to "evaluate this vector on these clients' eval sets". The
+sequential engine does both in this process; later engines (vectorised,
+distributed) implement the same :class:`Engine` protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+import torch
+
+from ..fl.client import Update
+from ..fl.evaluate import EvalStats
+from .sequential import SequentialEngine
+
+__all__ = ["Engine", "SequentialEngine"]
+
+
+class Engine(Protocol):
+    def train(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]]) -> Iterator[Update]:
+        """Train each ``(client, start vector)``; yield updates as clients finish."""
+        ...
+
+    def evaluate(self, vector: torch.Tensor, clients: Sequence[int]) -> EvalStats:
+        """Evaluate ``vector`` on the union of the eval sets of ``clients``."""
+        ...

@@ -1,0 +1,62 @@
+"""Local training of one client, starting from a given flat model vector."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ClientConfig
+from .flat import FlatModel
+
+__all__ = ["Update", "local_train", "make_optimizer"]
+
+
+@dataclass(frozen=True)
+class Update:
+    """What a client reports: its model change, how much data it has, and how training went."""
+
+    client: int
+    delta: torch.Tensor  # local - start, flat
+    num_examples: int  # the client's training-set size, the aggregation weight
+    train_loss: float  # mean loss over its local steps (nan when it took none)
+    steps: int
+
+
+def make_optimizer(params: Iterable[nn.Parameter], cfg: ClientConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def local_train(model: FlatModel, start: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                idx: torch.Tensor, cfg: ClientConfig,
+                generator: torch.Generator) -> tuple[torch.Tensor, float, int]:
+    """Train ``model`` from ``start`` on samples ``x[idx], y[idx]``; return (delta, loss, steps).
+
+    ``start`` is copied into the model, never aliased; batch order comes from ``generator``.
+    """
+    model.load(start)
+    module = model.module
+    module.train()
+    opt = make_optimizer(module.parameters(), cfg)
+    n, bs = len(idx), cfg.batch_size
+    per_epoch = n // bs if cfg.drop_last else math.ceil(n / bs)
+    loss_sum = torch.zeros((), device=x.device)
+    steps = 0
+    for _ in range(cfg.local_epochs):
+        order = idx[torch.randperm(n, generator=generator).to(idx.device)]
+        for s in range(per_epoch):
+            batch = order[s * bs:(s + 1) * bs]
+            loss = F.cross_entropy(module(x[batch]), y[batch])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach()
+            steps += 1
+    delta = model.flat.detach() - start
+    return delta, (loss_sum.item() / steps) if steps else math.nan, steps

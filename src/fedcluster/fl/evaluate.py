@@ -1,0 +1,55 @@
+"""Evaluation of a model on a set of samples: top-1, top-5 and mean loss."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["EvalStats", "evaluate"]
+
+
+@dataclass(frozen=True)
+class EvalStats:
+    """Sums over evaluated samples; combine with ``+``, read the rates as properties."""
+
+    n: int = 0
+    correct: float = 0.0
+    correct5: float = 0.0
+    loss_sum: float = 0.0
+
+    def __add__(self, other: EvalStats) -> EvalStats:
+        return EvalStats(self.n + other.n, self.correct + other.correct,
+                         self.correct5 + other.correct5, self.loss_sum + other.loss_sum)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else math.nan
+
+    @property
+    def top5(self) -> float:
+        return self.correct5 / self.n if self.n else math.nan
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / self.n if self.n else math.nan
+
+
+@torch.inference_mode()
+def evaluate(module: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
+             batch_size: int) -> EvalStats:
+    """Evaluate ``module`` on ``x[idx], y[idx]`` in batches of ``batch_size``."""
+    module.eval()
+    correct = correct5 = loss_sum = torch.zeros((), device=x.device)
+    for s in range(0, len(idx), batch_size):
+        batch = idx[s:s + batch_size]
+        logits, target = module(x[batch]), y[batch]
+        loss_sum = loss_sum + F.cross_entropy(logits, target, reduction="sum")
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hits = top == target[:, None]
+        correct = correct + hits[:, 0].sum()
+        correct5 = correct5 + hits.any(dim=1).sum()
+    return EvalStats(len(idx), float(correct), float(correct5), float(loss_sum))

@@ -1,0 +1,89 @@
+"""Models as flat vectors.
+
+:class:`FlatModel` re-homes a module's parameters and floating-point buffers as views
+into one contiguous 1-D tensor. Loading a model is then one ``copy_`` and reading it
+one ``clone``; the vector handed in is never aliased, so a client's training can
+never write into the round's starting model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["FlatModel", "Slot"]
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one named tensor lives inside the flat vector."""
+
+    name: str
+    offset: int
+    shape: tuple[int, ...]
+    is_buffer: bool
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+class FlatModel:
+    """A module whose parameters and float buffers are views into ``self.flat``."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        params = list(module.named_parameters())
+        buffers = [(n, b) for n, b in module.named_buffers() if b.is_floating_point()]
+        dtypes = {t.dtype for _, t in params + buffers}
+        devices = {t.device for _, t in params + buffers}
+        if len(dtypes) != 1 or len(devices) != 1:
+            raise ValueError(f"FlatModel needs one dtype and device, got {dtypes} on {devices}")
+        total = sum(t.numel() for _, t in params + buffers)
+        self.flat = torch.empty(total, dtype=dtypes.pop(), device=devices.pop())
+        self.slots: list[Slot] = []
+        offset = 0
+        for is_buffer, entries in ((False, params), (True, buffers)):
+            for name, t in entries:
+                view = self.flat[offset:offset + t.numel()].view_as(t)
+                view.copy_(t.detach())
+                if is_buffer:
+                    owner, _, attr = name.rpartition(".")
+                    setattr(module.get_submodule(owner), attr, view)
+                else:
+                    t.data = view
+                self.slots.append(Slot(name, offset, tuple(t.shape), is_buffer))
+                offset += t.numel()
+
+    @property
+    def numel(self) -> int:
+        return self.flat.numel()
+
+    def vector(self) -> torch.Tensor:
+        """A copy of the current weights as a flat vector (never a view)."""
+        return self.flat.detach().clone()
+
+    def load(self, vector: torch.Tensor) -> None:
+        """Set the weights from ``vector`` (copied; ``vector`` is not retained)."""
+        if vector.shape != self.flat.shape:
+            raise ValueError(f"vector of shape {tuple(vector.shape)} for a model of {self.numel}")
+        with torch.no_grad():
+            self.flat.copy_(vector)
+
+    def state_dict(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The named tensors of ``vector``, each its own contiguous copy (e.g. for saving)."""
+        return {
+            s.name: vector[s.offset:s.offset + s.numel].view(s.shape).clone() for s in self.slots
+        }
+
+    def from_state_dict(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The flat vector of a ``state_dict``-like mapping (the inverse of :meth:`state_dict`)."""
+        out = torch.empty_like(self.flat)
+        for s in self.slots:
+            out[s.offset:s.offset + s.numel] = tensors[s.name].reshape(-1)
+        return out

@@ -1,0 +1,56 @@
+"""Model registry. A builder takes a :class:`ModelSpec` and the ``ModelConfig``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..registry import Registry
+
+__all__ = ["MODELS", "ModelSpec", "build_model"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model must fit: input shape ``(C, H, W)`` and the number of classes."""
+
+    input_shape: tuple[int, int, int]
+    num_classes: int
+
+
+MODELS: Registry[Callable[[ModelSpec, ModelConfig], nn.Module]] = Registry("model")
+
+
+@MODELS.register("digits-cnn")
+def digits_cnn(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
+    """A small CNN for 8x8 inputs: two 3x3 convolutions, one pooling, two dense layers."""
+    c, h, w = spec.input_shape
+    return nn.Sequential(
+        nn.Conv2d(c, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * (h // 2) * (w // 2), 64), nn.ReLU(),
+        nn.Linear(64, spec.num_classes),
+    )
+
+
+@MODELS.register("mlp")
+def mlp(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
+    """A multilayer perceptron on the flattened input, hidden sizes from ``model.hidden``."""
+    sizes = [spec.input_shape[0] * spec.input_shape[1] * spec.input_shape[2], *cfg.hidden]
+    layers: list[nn.Module] = [nn.Flatten()]
+    for a, b in zip(sizes, sizes[1:], strict=False):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    layers.append(nn.Linear(sizes[-1], spec.num_classes))
+    return nn.Sequential(*layers)
+
+
+def build_model(spec: ModelSpec, cfg: ModelConfig, seed: int) -> nn.Module:
+    """Build ``cfg.name`` with its initial weights drawn from ``seed`` (global RNG untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MODELS.get(cfg.name)(spec, cfg)

@@ -1,0 +1,104 @@
+"""What a run produces: one record per round, and a summary at the end.
+
+Records are plain data; :meth:`RoundResult.to_json` is the line written to
+``metrics.jsonl``, and figures and reports are drawn from those lines.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Config
+from .data.federation import Federation
+from .fl.flat import FlatModel
+
+__all__ = ["ClientResult", "ClusterResult", "RoundResult", "RunContext", "RunSummary"]
+
+
+def _num(x: float | None) -> float | None:
+    """JSON has no NaN: missing values are null."""
+    return None if x is None or math.isnan(x) else float(x)
+
+
+@dataclass(frozen=True)
+class ClusterResult:
+    id: int
+    members: list[int]
+    accuracy: float
+    top5: float
+    loss: float
+    eval_examples: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "members": self.members, "size": len(self.members),
+                "accuracy": _num(self.accuracy), "top5": _num(self.top5),
+                "loss": _num(self.loss), "eval_examples": self.eval_examples}
+
+
+@dataclass(frozen=True)
+class ClientResult:
+    id: int
+    cluster: int
+    train_loss: float
+    num_examples: int
+    steps: int
+    xy: tuple[float, float] | None = None  # 2-D projection of its update, when made
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"id": self.id, "cluster": self.cluster, "train_loss": _num(self.train_loss),
+               "num_examples": self.num_examples, "steps": self.steps}
+        if self.xy is not None:
+            out["xy"] = [float(v) for v in self.xy]
+        return out
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    round: int
+    accuracy: float  # over all clients' eval sets, each with its cluster's model
+    top5: float
+    loss: float
+    clusters: list[ClusterResult]
+    clients: list[ClientResult]  # the clients sampled this round
+    seconds: float
+    sse: float | None = None
+    empty: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"round": self.round, "accuracy": _num(self.accuracy), "top5": _num(self.top5),
+                "loss": _num(self.loss), "seconds": round(self.seconds, 4), "sse": _num(self.sse),
+                "empty_clusters": self.empty,
+                "clusters": [c.to_json() for c in self.clusters],
+                "clients": [c.to_json() for c in self.clients]}
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Handed to callbacks at run start."""
+
+    config: Config
+    run_dir: Path | None
+    federation: Federation
+    model: FlatModel
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Handed to callbacks at run end, also after an error (``error`` is then set)."""
+
+    context: RunContext
+    rounds: list[RoundResult]
+    models: torch.Tensor  # [k, D] the final cluster models
+    seconds: float
+    stopped_early: bool = False
+    error: str | None = None
+
+    @property
+    def final(self) -> RoundResult | None:
+        return self.rounds[-1] if self.rounds else None
