@@ -8,6 +8,7 @@ before any work starts. Errors name the key, the value and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import sys
 import types
@@ -208,6 +209,20 @@ class Config(_Section):
 
 # ---------------------------------------------------------------- loading
 
+# Names people bring from the reference program and other tools, for did-you-mean hints.
+_KNOWN_AS = {"lambda": "lr", "server_lr": "lr", "global_epochs": "rounds", "epochs": "rounds",
+             "num_clusters": "k", "clusters": "k", "model_name": "name", "type": "dataset"}
+
+
+def _unknown_key(key: str, prefix: str, names: list[str]) -> ConfigError:
+    hint = did_you_mean(key, names)
+    if not hint:
+        alias = difflib.get_close_matches(key, list(_KNOWN_AS), n=1, cutoff=0.7)
+        if alias and _KNOWN_AS[alias[0]] in names:
+            hint = f" (did you mean {_KNOWN_AS[alias[0]]!r}?)"
+    where = f" in [{prefix.rstrip('.')}]" if prefix else ""
+    return ConfigError(f"unknown key {prefix}{key}{hint}; known keys{where}: " + ", ".join(names))
+
 
 def _type_name(tp: Any) -> str:
     if get_origin(tp) is Literal:
@@ -259,11 +274,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in names:
-            raise ConfigError(
-                f"unknown key {prefix}{key}{did_you_mean(key, names)}; "
-                f"known keys{' in [' + prefix.rstrip('.') + ']' if prefix else ''}: "
-                + ", ".join(names)
-            )
+            raise _unknown_key(key, prefix, names)
     kwargs = {}
     for name in names:
         if name not in data:
@@ -289,11 +300,7 @@ def _field_type(path: list[str]) -> Any:
             )
         names = [f.name for f in dataclasses.fields(cls)]
         if part not in names:
-            where = ".".join(path[:i])
-            raise ConfigError(
-                f"unknown key {'.'.join(path)}{did_you_mean(part, names)}; "
-                f"known keys{' in [' + where + ']' if where else ''}: " + ", ".join(names)
-            )
+            raise _unknown_key(part, "".join(f"{p}." for p in path[:i]), names)
         cls = typing.get_type_hints(cls)[part]
     return cls
 

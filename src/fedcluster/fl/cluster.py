@@ -37,11 +37,12 @@ def kmeans_cluster(updates: torch.Tensor, k: int, seed: int, reduce: str = "pca2
     if k > m:
         raise ValueError(f"cannot form {k} clusters from {m} updates")
     coords = None
-    if reduce == "pca2":
-        dims = min(2, m, points.shape[1])
-        coords = PCA(n_components=dims, random_state=seed % 2**32).fit_transform(points)
-        points = coords
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        if reduce == "pca2":  # identical updates have zero variance: harmless here
+            dims = min(2, m, points.shape[1])
+            coords = PCA(n_components=dims, random_state=seed % 2**32).fit_transform(points)
+            points = coords
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
         warnings.simplefilter("ignore", ConvergenceWarning)  # fewer distinct points than k
         km = KMeans(n_clusters=k, init="k-means++", n_init=n_init, random_state=seed % 2**32)
         labels = km.fit_predict(points)
