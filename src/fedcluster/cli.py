@@ -1,4 +1,5 @@
-"""Command line: ``fedcluster run | validate | partition``. The only module that reads argv."""
+"""Command line: ``fedcluster run | validate | partition | report``. The only module that
+reads argv."""
 
 from __future__ import annotations
 
@@ -64,7 +65,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(path, overrides)
     run_dir = _run_dir(cfg, args.out)
     _setup_logging(args.verbose, args.quiet)
-    run_federation(cfg, default_callbacks(cfg, run_dir, quiet=args.quiet), run_dir)
+    callbacks = default_callbacks(cfg, run_dir, quiet=args.quiet, progress=args.progress)
+    run_federation(cfg, callbacks, run_dir)
+    return 0
+
+
+def _plots_every(run_dir: Path) -> int:
+    """``plots.every`` from the run's saved config, else the default."""
+    from .config import PlotsConfig
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    path = run_dir / "config.toml"
+    if path.is_file():
+        try:
+            every = tomllib.loads(path.read_text(encoding="utf-8")).get("plots", {}).get("every")
+            if isinstance(every, int) and every >= 0:
+                return every
+        except tomllib.TOMLDecodeError:
+            pass
+    return PlotsConfig().every
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .plots import draw_figures, write_report
+
+    run_dir = Path(args.run_dir)
+    if args.every is not None and args.every < 0:
+        raise ConfigError(f"--every {args.every}: expected an integer >= 0 (0 = last round only)")
+    every = args.every if args.every is not None else _plots_every(run_dir)
+    try:
+        files = draw_figures(run_dir, every)
+        out = write_report(run_dir, files)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+    print(f"{len(files)} figures in {run_dir / 'figures'}; report: {out}")
     return 0
 
 
@@ -105,8 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", nargs="*", metavar="[CONFIG] [section.key=value ...]",
                    help="a TOML/JSON config file and/or overrides")
     r.add_argument("--out", help="run directory (default: runs/<name>-<timestamp>)")
-    r.add_argument("-q", "--quiet", action="store_true", help="no console table")
+    r.add_argument("-q", "--quiet", action="store_true",
+                   help="no console table, no progress, errors only")
     r.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    r.add_argument("--progress", choices=["auto", "bar", "lines", "off"], default="auto",
+                   help="progress display: bars on a terminal, plain lines otherwise (auto)")
     r.set_defaults(func=cmd_run)
     v = sub.add_parser("validate", help="check a config file without running it")
     v.add_argument("file")
@@ -115,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("partition", help="print per-client label counts (train and eval)")
     t.add_argument("config", nargs="*", metavar="[CONFIG] [section.key=value ...]")
     t.set_defaults(func=cmd_partition)
+    rep = sub.add_parser("report", help="redraw a run's figures and write its report.html")
+    rep.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (finished or running)")
+    rep.add_argument("--every", type=int, default=None, metavar="N",
+                     help="per-round cluster figures every N rounds plus the last "
+                          "(default: the run's plots.every)")
+    rep.set_defaults(func=cmd_report)
     return p
 
 

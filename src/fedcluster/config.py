@@ -10,15 +10,18 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import sys
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 import tomli_w
 
+from . import secrets
 from .registry import did_you_mean
 
 if sys.version_info >= (3, 11):
@@ -33,9 +36,14 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "ModelConfig",
+    "NotifyConfig",
+    "PlotsConfig",
     "RunConfig",
     "ServerConfig",
     "StopConfig",
+    "TelegramConfig",
+    "TensorBoardConfig",
+    "WebhookConfig",
     "config_to_toml",
     "load_config",
     "parse_overrides",
@@ -168,6 +176,83 @@ class RunConfig(_Section):
 
 
 @dataclass(frozen=True)
+class PlotsConfig(_Section):
+    """Figures in ``<run>/figures`` and ``<run>/report.html``, drawn when the run ends."""
+
+    _section: ClassVar[str] = "plots"
+    enabled: bool = True
+    every: int = 5  # rounds between per-round cluster figures (the last round always); 0: last
+    report: bool = True
+
+    def __post_init__(self) -> None:
+        self._check("every", self.every >= 0, "an integer >= 0 (0 = the last round only)")
+
+
+@dataclass(frozen=True)
+class TensorBoardConfig(_Section):
+    _section: ClassVar[str] = "tensorboard"
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
+class TelegramConfig(_Section):
+    """Telegram bot messages; on when chat_id is set. Secrets never show in its repr."""
+
+    _section: ClassVar[str] = "notify.telegram"
+    chat_id: str | int = ""
+    token: str = field(default="", repr=False)
+    api_url: str = "https://api.telegram.org"
+    proxy: str = field(default="", repr=False)
+    every: int = 1  # rounds between summaries; 0 = start, end and errors only
+
+    def __post_init__(self) -> None:
+        self._check("every", self.every >= 0, "an integer >= 0 (0 = start, end, errors only)")
+        self._check("api_url", self.api_url.startswith(("http://", "https://")),
+                    "an http:// or https:// URL")
+        if self.enabled and not self.token:
+            raise ConfigError("notify.telegram.chat_id is set but the bot token is missing: set "
+                              "notify.telegram.token or the FEDCLUSTER_TELEGRAM_TOKEN variable")
+        if any(ch.isspace() or ch == "/" for ch in self.token):
+            raise ConfigError("notify.telegram.token (hidden): expected a bot token without "
+                              "spaces or '/'")
+        why = secrets.proxy_problem(self.proxy) if self.proxy else None
+        if why:
+            raise ConfigError(f"notify.telegram.proxy = {secrets.mask_url(self.proxy)!r}: "
+                              f"expected {why}")
+
+    @property
+    def enabled(self) -> bool:
+        return str(self.chat_id) != ""
+
+
+@dataclass(frozen=True)
+class WebhookConfig(_Section):
+    """A JSON POST per message to ``url`` (kept out of repr: such URLs often hold a key)."""
+
+    _section: ClassVar[str] = "notify.webhook"
+    url: str = field(default="", repr=False)
+    every: int = 1
+
+    def __post_init__(self) -> None:
+        self._check("every", self.every >= 0, "an integer >= 0 (0 = start, end, errors only)")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"notify.webhook.url = {secrets.mask_url(self.url)!r}: expected "
+                              "an http:// or https:// URL")
+
+
+@dataclass(frozen=True)
+class NotifyConfig(_Section):
+    _section: ClassVar[str] = "notify"
+    telegram: TelegramConfig = field(default_factory=TelegramConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+
+    def secrets(self) -> list[str]:
+        """Every secret value in this section, for masking text that might contain them."""
+        t, w = self.telegram, self.webhook
+        return [s for s in (t.token, w.url, *secrets.url_secrets(t.proxy)) if s]
+
+
+@dataclass(frozen=True)
 class Config(_Section):
     name: str = "digits"
     seed: int = 0
@@ -179,6 +264,9 @@ class Config(_Section):
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     stop: StopConfig = field(default_factory=StopConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    plots: PlotsConfig = field(default_factory=PlotsConfig)
+    tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     def __post_init__(self) -> None:
         ok_name = bool(self.name) and all(ch.isalnum() or ch in "-_." for ch in self.name)
@@ -203,8 +291,15 @@ class Config(_Section):
             return max(1, round(c * self.data.num_clients))
         return c
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def to_dict(self, reveal_secrets: bool = False) -> dict[str, Any]:
+        """The config as plain data; secrets are masked (``***``) unless asked for."""
+        out = dataclasses.asdict(self)
+        if not reveal_secrets:
+            tg, hook = out["notify"]["telegram"], out["notify"]["webhook"]
+            tg["token"] = secrets.MASK if tg["token"] else ""
+            tg["proxy"] = secrets.mask_url(tg["proxy"])
+            hook["url"] = secrets.MASK if hook["url"] else ""
+        return out
 
 
 # ---------------------------------------------------------------- loading
@@ -353,8 +448,13 @@ def _check_names(cfg: Config) -> None:
         raise ConfigError(f"model.name: {MODELS.unknown_message(cfg.model.name)}")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Load and validate a config; ``path=None`` starts from the built-in defaults."""
+def load_config(path: str | Path | None = None, overrides: list[str] = (),
+                environ: Mapping[str, str] | None = None) -> Config:
+    """Load and validate a config; ``path=None`` starts from the built-in defaults.
+
+    Secrets in environment variables (``environ``, default ``os.environ``; see
+    :mod:`fedcluster.secrets`) win over the file and the overrides.
+    """
     data = _read_file(Path(path)) if path is not None else {}
     for keys, value in parse_overrides(list(overrides)):
         node = data
@@ -363,10 +463,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
             if not isinstance(node, dict):
                 raise ConfigError(f"override {'.'.join(keys)}: {part} is not a table in the file")
         node[keys[-1]] = value
+    try:
+        data = secrets.apply_env(data, os.environ if environ is None else environ)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     cfg = _build(Config, data, "")
     _check_names(cfg)
     return cfg
 
 
 def config_to_toml(cfg: Config) -> str:
+    """The resolved config as TOML, secrets masked (they come back from the environment)."""
     return tomli_w.dumps(cfg.to_dict())

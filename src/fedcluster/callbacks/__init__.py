@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from rich.console import Console
 
@@ -10,28 +11,52 @@ from ..config import Config
 from .base import Callback, CallbackList
 from .console import ConsoleTable
 from .early_stop import EarlyStop
+from .figures import Figures
 from .files import RunFiles
 from .models import ModelSaver
+from .notify import Notify, notifiers_from_config
+from .progress import Progress
+from .tensorboard import TensorBoard
 
 __all__ = [
     "Callback",
     "CallbackList",
     "ConsoleTable",
     "EarlyStop",
+    "Figures",
     "ModelSaver",
+    "Notify",
+    "Progress",
     "RunFiles",
+    "TensorBoard",
     "default_callbacks",
 ]
 
 
 def default_callbacks(cfg: Config, run_dir: Path | None, console: Console | None = None,
-                      quiet: bool = False) -> list[Callback]:
-    """The standard set: run files and models (when a run directory is given), early stop,
-    and the console table unless ``quiet``."""
+                      quiet: bool = False,
+                      progress: Literal["auto", "bar", "lines", "off"] = "auto"
+                      ) -> list[Callback]:
+    """The standard set: run files, models, figures and TensorBoard (when a run directory
+    is given and the config turns them on), early stop, the console table and progress
+    unless ``quiet``, and notifications when configured.
+
+    Raises ConfigError (with an install hint) when a configured extra is missing.
+    """
+    console = console or Console(highlight=False)
     cbs: list[Callback] = []
     if run_dir is not None:
         cbs += [RunFiles(run_dir), ModelSaver(run_dir)]
+        if cfg.plots.enabled:
+            cbs.append(Figures(run_dir, cfg.plots))
+        if cfg.tensorboard.enabled:
+            cbs.append(TensorBoard(Path(run_dir) / "tensorboard"))
     cbs.append(EarlyStop(cfg.stop))
     if not quiet:
         cbs.append(ConsoleTable(console))
+        if progress != "off":
+            cbs.append(Progress(console, progress))
+    channels = notifiers_from_config(cfg.notify)
+    if channels:
+        cbs.append(Notify(channels, cfg.notify.secrets()))
     return cbs

@@ -1,0 +1,69 @@
+"""TensorBoard scalars and histograms under ``<run>/tensorboard`` (optional extra).
+
+Scalars per round: overall and per-cluster accuracy, top-5 accuracy, loss and size,
+the clustering SSE and the round time; histograms: the sampled clients' training
+losses. Needs the ``tensorboard`` package (``pip install "fedcluster[tensorboard]"``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ConfigError
+from ..results import RoundResult, RunContext, RunSummary
+from .base import Callback
+
+__all__ = ["TENSORBOARD_HINT", "TensorBoard", "check_tensorboard"]
+
+TENSORBOARD_HINT = ('tensorboard.enabled = true needs the tensorboard package: '
+                    'pip install "fedcluster[tensorboard]" (or pip install tensorboard)')
+
+
+def check_tensorboard() -> None:
+    """ConfigError with an install hint when the tensorboard package is missing."""
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(TENSORBOARD_HINT)
+
+
+class TensorBoard(Callback):
+    def __init__(self, log_dir: Path) -> None:
+        check_tensorboard()
+        self.log_dir = Path(log_dir)
+        self.writer = None
+
+    def on_run_start(self, ctx: RunContext) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(self.log_dir))
+        cfg = ctx.config
+        self.writer.add_text("config", f"{cfg.name}: {cfg.data.dataset}, "
+                             f"{ctx.federation.num_clients} clients, k={cfg.cluster.k}, "
+                             f"{cfg.rounds} rounds, {cfg.model.name}")
+
+    def _scalar(self, tag: str, value: float | None, step: int) -> None:
+        if value is not None and not math.isnan(value):
+            self.writer.add_scalar(tag, value, step)  # type: ignore[union-attr]
+
+    def on_round_end(self, result: RoundResult) -> None:
+        r = result.round
+        for key in ("accuracy", "top5", "loss"):
+            self._scalar(f"overall/{key}", getattr(result, key), r)
+            for c in result.clusters:
+                self._scalar(f"cluster_{c.id}/{key}", getattr(c, key), r)
+        for c in result.clusters:
+            self._scalar(f"cluster_{c.id}/size", float(len(c.members)), r)
+        self._scalar("clustering/sse", result.sse, r)
+        self._scalar("time/round_seconds", result.seconds, r)
+        losses = np.array([c.train_loss for c in result.clients], dtype=np.float64)
+        losses = losses[~np.isnan(losses)]
+        if losses.size:
+            self.writer.add_histogram("clients/train_loss", losses, r)  # type: ignore[union-attr]
+        self.writer.flush()  # type: ignore[union-attr]
+
+    def on_run_end(self, summary: RunSummary) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,50 @@
+"""HTTP plumbing shared by the services: a requests session with an optional proxy,
+and the checks that turn a missing SOCKS dependency into an install hint."""
+
+from __future__ import annotations
+
+import importlib.util
+from urllib.parse import urlsplit
+
+import requests
+
+__all__ = ["MissingDependency", "check_proxy_support", "make_session", "retry_after"]
+
+SOCKS_HINT = ('SOCKS proxies need PySocks: pip install "requests[socks]" '
+              '(or pip install "fedcluster[notify]")')
+
+
+class MissingDependency(RuntimeError):
+    """An optional package a feature needs is not installed; the message says how to add it."""
+
+
+def check_proxy_support(proxy: str) -> None:
+    """Raise MissingDependency when ``proxy`` is a SOCKS URL and PySocks is missing."""
+    if urlsplit(proxy).scheme.startswith("socks") and importlib.util.find_spec("socks") is None:
+        raise MissingDependency(SOCKS_HINT)
+
+
+def make_session(proxy: str = "") -> requests.Session:
+    """A session sending every request through ``proxy`` (any of socks5, socks5h, http,
+    https) when one is given."""
+    check_proxy_support(proxy)
+    session = requests.Session()
+    if proxy:
+        session.proxies = {"http": proxy, "https": proxy}
+    return session
+
+
+def retry_after(response: requests.Response, default: float = 1.0) -> float:
+    """Seconds to wait after a 429: Telegram's ``parameters.retry_after``, else the
+    Retry-After header, else ``default``."""
+    try:
+        body = response.json()
+        value = body.get("parameters", {}).get("retry_after") if isinstance(body, dict) else None
+        if value is not None:
+            return max(0.0, float(value))
+    except (ValueError, AttributeError, TypeError):
+        pass
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", default)))
+    except (TypeError, ValueError):
+        return default
