@@ -7,6 +7,7 @@ of each cluster, then the round's time. Colour on a terminal, plain lines otherw
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from rich.console import Console
 
@@ -60,5 +61,6 @@ class ConsoleTable(Callback):
                 f"loss {_f(final.loss, 0)}"
             )
         if self.run_dir is not None:
+            report = ", report.html" if (Path(self.run_dir) / "report.html").exists() else ""
             self.console.print(f"results in [bold]{self.run_dir}[/] (metrics.jsonl, "
-                               "config.toml, models/, run.log)")
+                               f"config.toml, models/, run.log{report})")

@@ -11,7 +11,7 @@ import requests
 __all__ = ["MissingDependency", "check_proxy_support", "make_session", "retry_after"]
 
 SOCKS_HINT = ('SOCKS proxies need PySocks: pip install "requests[socks]" '
-              '(or pip install "fedcluster[notify]")')
+              '(or pip install "fedcluster[socks]")')
 
 
 class MissingDependency(RuntimeError):

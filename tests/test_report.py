@@ -1,0 +1,88 @@
+"""A real small run draws its figures and report; ``fedcluster report`` redraws them,
+also for a run that is still going. Every figure must be a valid, non-blank PNG."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from fedcluster.cli import main
+
+RUN = ["data.num_clients=10", "rounds=4", "cluster.k=2", "run.threads=1", "run.device=cpu",
+       "plots.every=2"]
+EXPECTED = ["clients-loss.png", "clusters-membership.png", "clusters-metrics.png",
+            "clusters-round-2.png", "clusters-round-4.png", "labels-eval.png",
+            "labels-train.png"]
+
+
+def assert_valid_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    img = imread(path)  # decodes the whole file
+    assert img.ndim == 3 and min(img.shape[:2]) >= 200, (path, img.shape)
+    rgb = img[::3, ::3, :3].reshape(-1, 3)
+    assert rgb.std(axis=0).max() > 0.05, f"{path} is (nearly) one colour"
+    assert len(np.unique(np.round(rgb * 255), axis=0)) >= 16, f"{path} has too few colours"
+    assert (rgb.min(axis=1) < 0.9).mean() > 0.01, f"{path} is (nearly) all white"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path("src").resolve()), os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.run([sys.executable, "-m", "fedcluster", "run", *RUN, "--out", str(out),
+                           "--quiet"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_run_writes_figures_and_self_contained_report(run_dir: Path) -> None:
+    figures = sorted(p.name for p in (run_dir / "figures").iterdir())
+    assert figures == EXPECTED
+    for name in figures:
+        assert_valid_png(run_dir / "figures" / name)
+    html = (run_dir / "report.html").read_text()
+    embedded = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
+    assert len(embedded) == len(EXPECTED)
+    assert sorted(base64.b64decode(e) for e in embedded) == sorted(
+        (run_dir / "figures" / n).read_bytes() for n in EXPECTED)
+    assert "src='http" not in html and "<script" not in html  # nothing to fetch
+    assert "Finished after 4 round(s)" in html
+    assert "[cluster]" in html and "k = 2" in html  # the config
+    assert "<h2>Final results (round 4)</h2>" in html
+
+
+def test_report_command_redraws_a_running_run(run_dir: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    live = tmp_path / "live"
+    shutil.copytree(run_dir, live)
+    shutil.rmtree(live / "figures")
+    (live / "report.html").unlink()
+    (live / "summary.json").unlink()  # still running: no summary yet
+    lines = (live / "metrics.jsonl").read_text().splitlines()
+    (live / "metrics.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:40])
+    assert main(["report", str(live), "--every", "1"]) == 0
+    assert "report:" in capsys.readouterr().out
+    names = sorted(p.name for p in (live / "figures").iterdir())
+    assert names == ["clients-loss.png", "clusters-membership.png", "clusters-metrics.png",
+                     "clusters-round-1.png", "clusters-round-2.png", "clusters-round-3.png",
+                     "labels-eval.png", "labels-train.png"]
+    for name in names:
+        assert_valid_png(live / "figures" / name)
+    assert "Running (or stopped without a summary): 3 round(s)" in (
+        live / "report.html").read_text()
+
+
+def test_report_on_a_non_run_directory_is_a_clear_error(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no metrics.jsonl" in capsys.readouterr().err
