@@ -1,9 +1,10 @@
 """Secrets in the config (bot token, proxy password, webhook URL): read from environment
 variables, which win over the file, and masked wherever the config or an error is shown.
 
-Environment variables: ``FEDCLUSTER_TELEGRAM_TOKEN``, ``FEDCLUSTER_TELEGRAM_CHAT_ID``,
-``FEDCLUSTER_TELEGRAM_PROXY`` (a whole proxy URL), ``FEDCLUSTER_PROXY_PASSWORD`` (the
-password of the proxy URL) and ``FEDCLUSTER_WEBHOOK_URL``.
+Environment variables: ``FEDCLUSTER_TELEGRAM_TOKEN``, ``FEDCLUSTER_TELEGRAM_PROXY`` (a
+whole proxy URL) and ``FEDCLUSTER_PROXY_PASSWORD`` (the password of the proxy URL). They
+carry credentials only: a service is turned on by the config (``notify.telegram.chat_id``,
+``notify.webhook.url``), so a variable set in a shell never makes every run push.
 """
 
 from __future__ import annotations
@@ -29,9 +30,7 @@ MASK = "***"
 PROXY_PASSWORD_ENV = "FEDCLUSTER_PROXY_PASSWORD"
 ENV_KEYS: dict[str, tuple[str, ...]] = {
     "FEDCLUSTER_TELEGRAM_TOKEN": ("notify", "telegram", "token"),
-    "FEDCLUSTER_TELEGRAM_CHAT_ID": ("notify", "telegram", "chat_id"),
     "FEDCLUSTER_TELEGRAM_PROXY": ("notify", "telegram", "proxy"),
-    "FEDCLUSTER_WEBHOOK_URL": ("notify", "webhook", "url"),
 }
 PROXY_SCHEMES = ("socks5", "socks5h", "http", "https")
 
