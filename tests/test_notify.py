@@ -200,3 +200,23 @@ def test_socks_proxy_session_is_built_when_pysocks_present() -> None:
     [(notifier, every)] = notifiers_from_config(cfg.notify)
     assert every == 1
     assert notifier._session.proxies["https"] == "socks5://127.0.0.1:1080"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("socks") is None, reason="PySocks not installed")
+@pytest.mark.parametrize("scheme", ["socks5", "socks5h"])
+def test_socks_proxy_with_user_and_password_carries_the_message(scheme: str) -> None:
+    from http_recorder import Socks5Proxy
+
+    with Recorder() as server, Socks5Proxy("carol", "s3cr:t") as proxy:
+        port = server.url.rsplit(":", 1)[1]
+        host = "127.0.0.1" if scheme == "socks5" else "bot-api.invalid"  # socks5h: remote DNS
+        notifier = TelegramNotifier(TOKEN, 9, f"http://{host}:{port}",
+                                    proxy=f"{scheme}://carol:s3cr%3At@127.0.0.1:{proxy.port}",
+                                    min_interval=0, timeout=5)
+        sender = Sender(notifier)
+        sender.submit(Message("start", f"through {scheme}"))
+        assert sender.close(10.0)
+    assert server.texts() == [f"through {scheme}"]
+    assert proxy.seen[0]["user"] == "carol" and proxy.seen[0]["password"] == "s3cr:t"
+    expected = ("127.0.0.1", "ip") if scheme == "socks5" else ("bot-api.invalid", "domain")
+    assert (proxy.seen[0]["host"], proxy.seen[0]["kind"]) == expected

@@ -86,3 +86,22 @@ def test_report_on_a_non_run_directory_is_a_clear_error(tmp_path: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
     assert main(["report", str(tmp_path)]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_failed_run_still_gets_figures_and_a_report(tmp_path: Path) -> None:
+    from fedcluster.callbacks import Callback, Figures, RunFiles
+    from fedcluster.config import load_config
+    from fedcluster.run import run_federation
+
+    class Interrupt(Callback):
+        def on_round_end(self, result):  # noqa: ANN001
+            if result.round == 2:
+                raise KeyboardInterrupt
+
+    cfg = load_config(None, ["data.num_clients=6", "rounds=5", "model.name=mlp",
+                             "model.hidden=[16]", "run.threads=1", "plots.every=0"], environ={})
+    with pytest.raises(KeyboardInterrupt):
+        run_federation(cfg, [RunFiles(tmp_path), Figures(tmp_path, cfg.plots), Interrupt()],
+                       tmp_path)
+    assert (tmp_path / "figures" / "clusters-round-2.png").is_file()  # the last recorded round
+    assert "Failed after 2 round(s): KeyboardInterrupt" in (tmp_path / "report.html").read_text()
