@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..config import ModelConfig
 from ..registry import Registry
+from . import reference
+from .spec import ModelSpec
 
 __all__ = ["MODELS", "ModelSpec", "build_model"]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What a model must fit: input shape ``(C, H, W)`` and the number of classes."""
-
-    input_shape: tuple[int, int, int]
-    num_classes: int
-
 
 MODELS: Registry[Callable[[ModelSpec, ModelConfig], nn.Module]] = Registry("model")
 
@@ -47,6 +39,11 @@ def mlp(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
         layers += [nn.Linear(a, b), nn.ReLU()]
     layers.append(nn.Linear(sizes[-1], spec.num_classes))
     return nn.Sequential(*layers)
+
+
+MODELS.register("simple-cnn")(reference.simple_cnn)
+MODELS.register("mnist-cnn")(reference.mnist_cnn)
+MODELS.register("cat-and-dog-conv-net")(reference.cat_and_dog_conv_net)
 
 
 def build_model(spec: ModelSpec, cfg: ModelConfig, seed: int) -> nn.Module:

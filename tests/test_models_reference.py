@@ -1,0 +1,58 @@
+"""The reference program's CNNs: exact parameter counts and shapes on the reference inputs."""
+
+import pytest
+import torch
+
+from fedcluster.config import ModelConfig
+from fedcluster.models import MODELS, ModelSpec, build_model
+
+torch.set_num_threads(1)
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "classes", "params"),
+    [
+        # conv 1->4 3x3 (40) + conv 4->16 4x4 (1,040) + conv 16->32 3x3 (4,640) + fc 288->10 (2,890)
+        ("simple-cnn", (1, 28, 28), 10, 8_610),
+        # conv 1->16 5x5 (416) + conv 16->32 5x5 (12,832) + fc 1568->10 (15,690)
+        ("mnist-cnn", (1, 28, 28), 10, 28_938),
+        # convs 1,216 + 12,832 + 18,496; fc 2304->500 (1,152,500), 500->50 (25,050), 50->2 (102)
+        ("cat-and-dog-conv-net", (3, 224, 224), 2, 1_210_196),
+    ],
+)
+def test_reference_parameter_counts(name, shape, classes, params):
+    model = build_model(ModelSpec(shape, classes), ModelConfig(name=name), seed=0)
+    assert _count(model) == params
+    out = model(torch.zeros(2, *shape))
+    assert out.shape == (2, classes)
+
+
+def test_reference_dense_layer_widths():
+    """The first dense layer sees exactly the reference's feature counts."""
+    widths = {"simple-cnn": ((1, 28, 28), 288), "mnist-cnn": ((1, 28, 28), 1568),
+              "cat-and-dog-conv-net": ((3, 224, 224), 2304)}
+    for name, (shape, width) in widths.items():
+        model = build_model(ModelSpec(shape, 10), ModelConfig(name=name), seed=0)
+        first = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+        assert first.in_features == width, name
+
+
+def test_reference_cnns_adapt_to_other_inputs():
+    """mnist-cnn on CIFAR-shaped input: 3 input channels, 32*8*8 features."""
+    model = build_model(ModelSpec((3, 32, 32), 7), ModelConfig(name="mnist-cnn"), seed=0)
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert first.in_features == 2048
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 7)
+
+
+def test_reference_cnn_rejects_too_small_input():
+    with pytest.raises(ValueError, match="too small"):
+        build_model(ModelSpec((3, 16, 16), 2), ModelConfig(name="cat-and-dog-conv-net"), seed=0)
+
+
+def test_reference_names_registered():
+    assert {"simple-cnn", "mnist-cnn", "cat-and-dog-conv-net"} <= set(MODELS.names())
