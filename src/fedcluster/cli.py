@@ -1,5 +1,7 @@
-"""Command line: ``fedcluster run | validate | partition | report``. The only module that
-reads argv."""
+"""Command line: ``fedcluster run | validate | partition | report | datasets | models``.
+
+The only module that reads argv.
+"""
 
 from __future__ import annotations
 
@@ -57,14 +59,25 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     log.addHandler(handler)
 
 
+def _run_overrides(args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    """``--centralized`` and the reference's ``--gpu N`` (-1 = CPU) as config overrides."""
+    extra = []
+    if getattr(args, "centralized", False):
+        extra.append("mode=centralized")
+    gpu = getattr(args, "gpu", None)
+    if gpu is not None:
+        extra.append("run.device=cpu" if gpu < 0 else f"run.device=cuda:{gpu}")
+    return [*overrides, *extra]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .callbacks import default_callbacks
     from .run import run_federation
 
     path, overrides = _split_args(args.config)
-    cfg = load_config(path, overrides)
-    run_dir = _run_dir(cfg, args.out)
     _setup_logging(args.verbose, args.quiet)
+    cfg = load_config(path, _run_overrides(args, overrides), plugins=args.plugin)
+    run_dir = _run_dir(cfg, args.out)
     callbacks = default_callbacks(cfg, run_dir, quiet=args.quiet, progress=args.progress)
     run_federation(cfg, callbacks, run_dir)
     return 0
@@ -107,7 +120,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     path, overrides = _split_args([args.file, *args.overrides])
-    cfg = load_config(path, overrides)
+    cfg = load_config(path, overrides, plugins=args.plugin)
     print(f"{args.file}: ok ({cfg.name}: {cfg.data.dataset}, {cfg.data.num_clients} clients, "
           f"k={cfg.cluster.k}, {cfg.rounds} rounds)")
     return 0
@@ -117,7 +130,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
     from .data import build_federation, load_dataset
 
     path, overrides = _split_args(args.config)
-    cfg = load_config(path, overrides)
+    cfg = load_config(path, overrides, plugins=args.plugin)
     fed = build_federation(load_dataset(cfg.data), cfg.data, cfg.seed)
     train, test = fed.label_counts()
     table = Table(title=f"{cfg.data.dataset}: {cfg.data.partition} over {fed.num_clients} "
@@ -134,6 +147,38 @@ def cmd_partition(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from .catalog import dataset_rows
+
+    cfg = load_config(None, [f"data.root={args.root}"], plugins=args.plugin)
+    table = Table(title=f"datasets (data.root = {cfg.data.root})")
+    for col in ("name", "present", "size"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("expected at", overflow="fold")
+    for row in dataset_rows(cfg.data):
+        table.add_row(*row)
+    Console().print(table)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .catalog import model_rows
+
+    load_config(None, [], plugins=args.plugin)
+    table = Table(title="models")
+    for col in ("name", "description"):
+        table.add_column(col)
+    for row in model_rows():
+        table.add_row(*row)
+    Console().print(table)
+    return 0
+
+
+def _plugin_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+                   help="a Python file or module registering datasets/models (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fedcluster",
                                 description="Clustered federated learning for PyTorch.")
@@ -147,13 +192,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     r.add_argument("--progress", choices=["auto", "bar", "lines", "off"], default="auto",
                    help="progress display: bars on a terminal, plain lines otherwise (auto)")
+    r.add_argument("--centralized", action="store_true",
+                   help="train one model on the pooled data (mode = \"centralized\")")
+    r.add_argument("--gpu", type=int, metavar="N",
+                   help="the reference's flag: run.device = cuda:N (-1: cpu)")
+    _plugin_arg(r)
     r.set_defaults(func=cmd_run)
     v = sub.add_parser("validate", help="check a config file without running it")
     v.add_argument("file")
     v.add_argument("overrides", nargs="*", metavar="section.key=value")
+    _plugin_arg(v)
     v.set_defaults(func=cmd_validate)
     t = sub.add_parser("partition", help="print per-client label counts (train and eval)")
     t.add_argument("config", nargs="*", metavar="[CONFIG] [section.key=value ...]")
+    _plugin_arg(t)
     t.set_defaults(func=cmd_partition)
     rep = sub.add_parser("report", help="redraw a run's figures and write its report.html")
     rep.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (finished or running)")
@@ -161,16 +213,24 @@ def build_parser() -> argparse.ArgumentParser:
                      help="per-round cluster figures every N rounds plus the last "
                           "(default: the run's plots.every)")
     rep.set_defaults(func=cmd_report)
+    d = sub.add_parser("datasets", help="list datasets, whether present under the root, size")
+    d.add_argument("--root", default="data", help="the data root to look in (default: data)")
+    _plugin_arg(d)
+    d.set_defaults(func=cmd_datasets)
+    m = sub.add_parser("models", help="list the registered models")
+    _plugin_arg(m)
+    m.set_defaults(func=cmd_models)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .data.files import DataError
     from .data.partition import PartitionError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, PartitionError) as e:
+    except (ConfigError, PartitionError, DataError) as e:
         print(f"fedcluster: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -79,8 +79,16 @@ class DataConfig(_Section):
     alpha: float = 0.5
     shards_per_client: int = 2
     min_size: int = 10
+    download: bool = False
+    augment: bool = True
+    verify: bool = True
+    folder: str = ""
+    image_size: int = 224
+    workers: int = 2
 
     def __post_init__(self) -> None:
+        self._check("image_size", self.image_size >= 8, "an integer >= 8 (pixels)")
+        self._check("workers", self.workers >= 0, "an integer >= 0 (0 decodes in-process)")
         self._check("num_clients", self.num_clients >= 1, "an integer >= 1")
         self._check("alpha", self.alpha > 0, "a number > 0")
         self._check("shards_per_client", self.shards_per_client >= 1, "an integer >= 1")
@@ -92,8 +100,11 @@ class ModelConfig(_Section):
     _section: ClassVar[str] = "model"
     name: str = "digits-cnn"
     hidden: list[int] = field(default_factory=lambda: [200])
+    pretrained: bool | str = False
 
     def __post_init__(self) -> None:
+        self._check("pretrained", self.pretrained != "",
+                    'false, true (download the stock weights) or a path to a weights file')
         self._check("hidden", all(h >= 1 for h in self.hidden), "a list of integers >= 1")
 
 
@@ -257,6 +268,8 @@ class Config(_Section):
     name: str = "digits"
     seed: int = 0
     rounds: int = 20
+    mode: Literal["federated", "centralized"] = "federated"
+    plugins: list[str] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     client: ClientConfig = field(default_factory=ClientConfig)
@@ -438,24 +451,37 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def _check_names(cfg: Config) -> None:
-    """Names that refer to registries (datasets, models) must exist."""
+    """Plugins load, and names that refer to registries (datasets, models) exist."""
     from .data import DATASETS
     from .models import MODELS
+    from .plugins import load_plugin
 
+    for ref in cfg.plugins:
+        load_plugin(ref)
     if cfg.data.dataset not in DATASETS:
         raise ConfigError(f"data.dataset: {DATASETS.unknown_message(cfg.data.dataset)}")
     if cfg.model.name not in MODELS:
         raise ConfigError(f"model.name: {MODELS.unknown_message(cfg.model.name)}")
+    if isinstance(cfg.model.pretrained, str) and not Path(cfg.model.pretrained).is_file():
+        raise ConfigError(f"model.pretrained = {cfg.model.pretrained!r}: file not found")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (),
-                environ: Mapping[str, str] | None = None) -> Config:
+                environ: Mapping[str, str] | None = None, plugins: list[str] = ()) -> Config:
     """Load and validate a config; ``path=None`` starts from the built-in defaults.
 
     Secrets in environment variables (``environ``, default ``os.environ``; see
-    :mod:`fedcluster.secrets`) win over the file and the overrides.
+    :mod:`fedcluster.secrets`) win over the file and the overrides. A JSON file in the
+    reference program's ``conf.json`` format is mapped first (see :mod:`fedcluster.legacy`).
+    ``plugins`` (files or modules, e.g. from ``--plugin``) are added to the config's own;
+    relative plugin files are relative to the config file.
     """
+    from .legacy import from_legacy, is_legacy
+    from .plugins import resolve_plugins
+
     data = _read_file(Path(path)) if path is not None else {}
+    if path is not None and Path(path).suffix.lower() == ".json" and is_legacy(data):
+        data = from_legacy(data)
     for keys, value in parse_overrides(list(overrides)):
         node = data
         for part in keys[:-1]:
@@ -467,6 +493,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
         data = secrets.apply_env(data, os.environ if environ is None else environ)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    base = Path(path).parent if path is not None else Path.cwd()
+    data["plugins"] = resolve_plugins(data.get("plugins", []), base, plugins)
     cfg = _build(Config, data, "")
     _check_names(cfg)
     return cfg

@@ -16,7 +16,7 @@ import torch
 
 from .callbacks.base import Callback, CallbackList
 from .config import Config
-from .data import build_federation, load_dataset
+from .data import build_augment, build_federation, load_dataset
 from .engines import Engine, SequentialEngine
 from .fl.evaluate import EvalStats
 from .fl.flat import FlatModel
@@ -26,7 +26,7 @@ from .models import ModelSpec, build_model
 from .results import ClientResult, ClusterResult, RoundResult, RunContext, RunSummary
 from .rng import INIT, key_seed
 
-__all__ = ["prepare", "resolve_device", "run_federation"]
+__all__ = ["build_context", "prepare", "resolve_device", "run_federation"]
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare(cfg: Config, run_dir: Path | None = None) -> tuple[RunContext, Engine]:
-    """Load data, partition it, build the model and the engine; no training yet."""
+def build_context(cfg: Config, run_dir: Path | None = None) -> RunContext:
+    """Load data, partition it and build the model on its device; no engine, no training."""
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device)
@@ -48,9 +48,17 @@ def prepare(cfg: Config, run_dir: Path | None = None) -> tuple[RunContext, Engin
     federation = build_federation(dataset, cfg.data, cfg.seed)
     spec = ModelSpec(dataset.input_shape, dataset.num_classes)
     module = build_model(spec, cfg.model, key_seed(cfg.seed, INIT)).to(device)
-    model = FlatModel(module)
-    engine = SequentialEngine(federation, model, cfg.client, cfg.seed, cfg.run.eval_batch_size)
-    return RunContext(cfg, run_dir, federation, model, device), engine
+    return RunContext(cfg, run_dir, federation, FlatModel(module), device)
+
+
+def prepare(cfg: Config, run_dir: Path | None = None) -> tuple[RunContext, Engine]:
+    """Load data, partition it, build the model and the engine; no training yet."""
+    ctx = build_context(cfg, run_dir)
+    dataset = ctx.federation.dataset
+    augment = build_augment(dataset.augmentation, dataset.mean, dataset.std, cfg.data.augment)
+    engine = SequentialEngine(ctx.federation, ctx.model, cfg.client, cfg.seed,
+                              cfg.run.eval_batch_size, augment)
+    return ctx, engine
 
 
 def _round(r: int, cfg: Config, engine: Engine, server: ClusterServer,
@@ -83,7 +91,15 @@ def _round(r: int, cfg: Config, engine: Engine, server: ClusterServer,
 
 def run_federation(cfg: Config, callbacks: Sequence[Callback] = (),
                    run_dir: Path | None = None) -> RunSummary:
-    """Run ``cfg`` to the end (or an early stop), reporting through ``callbacks``."""
+    """Run ``cfg`` to the end (or an early stop), reporting through ``callbacks``.
+
+    ``mode = "centralized"`` trains one model on the pooled data instead (see
+    :mod:`fedcluster.centralized`).
+    """
+    if cfg.mode == "centralized":
+        from .centralized import run_centralized
+
+        return run_centralized(cfg, callbacks, run_dir)
     ctx, engine = prepare(cfg, run_dir)
     server = ClusterServer(ctx.model.vector(), cfg.cluster.k, ctx.federation.num_clients,
                            cfg.server.lr, cfg.cluster.reduce, cfg.cluster.n_init)

@@ -1,17 +1,31 @@
 """Datasets as tensors, partitions of them over clients, and the federation they form."""
 
+from .augment import Augmentation, build_augment
 from .federation import Federation, build_federation
+from .files import DataError, expected_files
+from .folders import dog_and_cat, image_folder
 from .partition import PARTITIONS, dirichlet, eval_split, iid, shards
 from .sources import DATASETS, ArrayDataset, load_dataset
+from .torchvision_sources import cifar10, mnist
+
+DATASETS.register("mnist")(mnist)
+DATASETS.register("cifar10")(cifar10)
+DATASETS.register("cifar")(cifar10)  # the reference's name for CIFAR-10
+DATASETS.register("dog-and-cat")(dog_and_cat)
+DATASETS.register("image-folder")(image_folder)
 
 __all__ = [
     "DATASETS",
     "PARTITIONS",
     "ArrayDataset",
+    "Augmentation",
+    "DataError",
     "Federation",
+    "build_augment",
     "build_federation",
     "dirichlet",
     "eval_split",
+    "expected_files",
     "iid",
     "load_dataset",
     "shards",

@@ -1,7 +1,9 @@
 """Dataset sources. A source returns the whole dataset as tensors (uint8 images, int64 labels).
 
 Register a new source with ``@DATASETS.register("name")`` on a function taking the
-``DataConfig`` and returning an :class:`ArrayDataset`.
+``DataConfig`` and returning an :class:`ArrayDataset`; decorate it with
+:func:`~fedcluster.data.files.expected_files` so ``fedcluster datasets`` can tell
+whether its files are present.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 
 from ..config import DataConfig
 from ..registry import Registry
+from .augment import Augmentation
 
 __all__ = ["DATASETS", "ArrayDataset", "load_dataset"]
 
@@ -29,6 +32,7 @@ class ArrayDataset:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    augmentation: Augmentation | None = None  # the training augmentation, when any
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -73,4 +77,5 @@ def digits(cfg: DataConfig) -> ArrayDataset:
 
 
 def load_dataset(cfg: DataConfig) -> ArrayDataset:
+    """Load ``cfg.dataset`` (all files checked, and downloaded if asked, before returning)."""
     return DATASETS.get(cfg.dataset)(cfg)

@@ -1,8 +1,9 @@
 """The sequential engine: one process trains the sampled clients one after another.
 
-All data sits on the training device as normalised float tensors, loaded once;
-a client's batches are gathered by indexing, its batch order drawn from a
-generator keyed by ``(seed, round, client)``.
+All data sits on the training device as normalised float tensors, loaded once
+(datasets too large for that are gathered per batch, see ``data.device``); a
+client's batches are gathered by indexing, its batch order and augmentation drawn
+from a generator keyed by ``(seed, round, client)``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from ..config import ClientConfig
+from ..data.augment import Augment
+from ..data.device import device_images
 from ..data.federation import Federation
 from ..fl.client import Update, local_train
 from ..fl.evaluate import EvalStats, evaluate
@@ -23,14 +26,13 @@ __all__ = ["SequentialEngine"]
 
 class SequentialEngine:
     def __init__(self, federation: Federation, model: FlatModel, client: ClientConfig,
-                 seed: int, eval_batch_size: int = 1024) -> None:
+                 seed: int, eval_batch_size: int = 1024, augment: Augment | None = None) -> None:
         device = model.flat.device
         ds = federation.dataset
         self.model, self.client, self.seed = model, client, seed
-        self.eval_batch_size = eval_batch_size
-        self.train_x = ds.normalized(ds.train_x.to(device))
+        self.eval_batch_size, self.augment = eval_batch_size, augment
+        self.train_x, self.test_x = device_images(ds, device)
         self.train_y = ds.train_y.to(device)
-        self.test_x = ds.normalized(ds.test_x.to(device))
         self.test_y = ds.test_y.to(device)
         self.train_idx = [torch.from_numpy(i).to(device) for i in federation.train_idx]
         self.eval_idx = [torch.from_numpy(i).to(device) for i in federation.eval_idx]
@@ -40,7 +42,7 @@ class SequentialEngine:
             gen = torch_gen(self.seed, CLIENT, round_, client)
             idx = self.train_idx[client]
             delta, loss, steps = local_train(self.model, start, self.train_x, self.train_y, idx,
-                                             self.client, gen)
+                                             self.client, gen, self.augment)
             yield Update(client, delta, len(idx), loss, steps)
 
     def evaluate(self, vector: torch.Tensor, clients: Sequence[int]) -> EvalStats:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -34,11 +34,13 @@ def make_optimizer(params: Iterable[nn.Parameter], cfg: ClientConfig) -> torch.o
 
 
 def local_train(model: FlatModel, start: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                idx: torch.Tensor, cfg: ClientConfig,
-                generator: torch.Generator) -> tuple[torch.Tensor, float, int]:
+                idx: torch.Tensor, cfg: ClientConfig, generator: torch.Generator,
+                augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+                ) -> tuple[torch.Tensor, float, int]:
     """Train ``model`` from ``start`` on samples ``x[idx], y[idx]``; return (delta, loss, steps).
 
-    ``start`` is copied into the model, never aliased; batch order comes from ``generator``.
+    ``start`` is copied into the model, never aliased; batch order comes from ``generator``,
+    and so does the batch augmentation ``augment(x_batch, generator)`` when given.
     """
     model.load(start)
     module = model.module
@@ -52,7 +54,8 @@ def local_train(model: FlatModel, start: torch.Tensor, x: torch.Tensor, y: torch
         order = idx[torch.randperm(n, generator=generator).to(idx.device)]
         for s in range(per_epoch):
             batch = order[s * bs:(s + 1) * bs]
-            loss = F.cross_entropy(module(x[batch]), y[batch])
+            xb = x[batch] if augment is None else augment(x[batch], generator)
+            loss = F.cross_entropy(module(xb), y[batch])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

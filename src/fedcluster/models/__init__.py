@@ -1,4 +1,8 @@
-"""Model registry. A builder takes a :class:`ModelSpec` and the ``ModelConfig``."""
+"""Model registry. A builder takes a :class:`ModelSpec` and the ``ModelConfig``.
+
+Register your own with ``@MODELS.register("name")`` in a plugin file
+(``fedcluster run cfg.toml --plugin my_models.py``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ from torch import nn
 from ..config import ModelConfig
 from ..registry import Registry
 from . import reference
+from .pretrained import load_pretrained
 from .spec import ModelSpec
+from .vision import VISION_MODELS
 
 __all__ = ["MODELS", "ModelSpec", "build_model"]
 
@@ -44,10 +50,15 @@ def mlp(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
 MODELS.register("simple-cnn")(reference.simple_cnn)
 MODELS.register("mnist-cnn")(reference.mnist_cnn)
 MODELS.register("cat-and-dog-conv-net")(reference.cat_and_dog_conv_net)
+for _name, _builder in VISION_MODELS.items():
+    MODELS.register(_name)(_builder)
 
 
 def build_model(spec: ModelSpec, cfg: ModelConfig, seed: int) -> nn.Module:
-    """Build ``cfg.name`` with its initial weights drawn from ``seed`` (global RNG untouched)."""
+    """Build ``cfg.name`` with its initial weights drawn from ``seed`` (global RNG untouched),
+    then load ``cfg.pretrained`` weights when given."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return MODELS.get(cfg.name)(spec, cfg)
+        module = MODELS.get(cfg.name)(spec, cfg)
+    load_pretrained(module, cfg.name, cfg.pretrained)
+    return module
