@@ -4,7 +4,7 @@ Each builder starts from torchvision's architecture (random weights, the right
 number of classes), replaces the first convolution to take the dataset's input
 channels and, for small images (shorter side < 64 px: MNIST, CIFAR-10), swaps the
 stem for a small-image one so the feature map does not collapse: the first
-convolution becomes 3x3 stride 1 and the early max-pools are dropped (the usual
+convolution becomes 3x3 stride 1 and the first max-pool(s) are dropped (the usual
 CIFAR variants); VGG and AlexNet pool to 1x1 before a narrower first dense layer.
 Stock ImageNet weights (``model.pretrained = true``) fit only the unadapted
 layers; :mod:`.pretrained` loads what matches and reports the rest.
@@ -97,7 +97,7 @@ def googlenet(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
     c = spec.input_shape[0]
     if is_small(spec):
         m.conv1 = GoogLeNetConv(c, 64, kernel_size=3, stride=1, padding=1)
-        m.maxpool1, m.maxpool2 = nn.Identity(), nn.Identity()
+        m.maxpool1 = nn.Identity()  # 32 px: inception blocks at 16, 8, 4 px
     elif c != 3:
         m.conv1 = GoogLeNetConv(c, 64, kernel_size=7, stride=2, padding=3)
     return m
@@ -113,7 +113,7 @@ def inception_v3(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
     c = spec.input_shape[0]
     if is_small(spec):
         m.Conv2d_1a_3x3 = InceptionConv(c, 32, kernel_size=3, stride=1, padding=1)
-        m.maxpool1, m.maxpool2 = nn.Identity(), nn.Identity()
+        m.maxpool1 = nn.Identity()  # 32 px: mixed blocks at 13, 6, 2 px
     else:
         if min(spec.input_shape[1:]) < 75:
             raise ValueError(f"inception_v3 needs inputs of at least 75 px, got {spec.input_shape}")

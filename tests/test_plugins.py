@@ -1,0 +1,105 @@
+"""A user's plugin file registers a model and a dataset, and a run uses them."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fedcluster.config import ConfigError, load_config
+from fedcluster.data import DATASETS
+from fedcluster.models import MODELS
+from fedcluster.plugins import load_plugin
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+PLUGIN = textwrap.dedent('''
+    from torch import nn
+    from fedcluster.config import DataConfig
+    from fedcluster.data import DATASETS, ArrayDataset, load_dataset
+    from fedcluster.models import MODELS
+
+    @DATASETS.register("{dataset}")
+    def few_digits(cfg):
+        """Digits 0-4 only."""
+        d = load_dataset(DataConfig(dataset="digits"))
+        tr, te = d.train_y < 5, d.test_y < 5
+        return ArrayDataset(d.train_x[tr], d.train_y[tr], d.test_x[te], d.test_y[te], 5,
+                            d.mean, d.std)
+
+    @MODELS.register("{model}")
+    def linear(spec, cfg):
+        """A linear classifier."""
+        c, h, w = spec.input_shape
+        return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, spec.num_classes))
+''')
+
+
+def _plugin(tmp_path, tag):
+    path = tmp_path / f"plugin_{tag}.py"
+    path.write_text(PLUGIN.format(dataset=f"few-digits-{tag}", model=f"linear-{tag}"))
+    return path
+
+
+def test_plugin_file_registers_model_and_dataset(tmp_path):
+    path = _plugin(tmp_path, "a")
+    cfg = load_config(None, ["data.dataset=few-digits-a", "model.name=linear-a"], [str(path)])
+    assert "few-digits-a" in DATASETS and "linear-a" in MODELS
+    assert cfg.plugins == [str(path.resolve())]
+    load_plugin(str(path.resolve()))  # naming it again does not register twice
+
+
+def test_config_plugins_are_relative_to_the_config(tmp_path):
+    _plugin(tmp_path, "b")
+    (tmp_path / "cfg.toml").write_text(
+        'plugins = ["plugin_b.py"]\n[data]\ndataset = "few-digits-b"\n[model]\nname = "linear-b"\n')
+    cfg = load_config(tmp_path / "cfg.toml")
+    assert cfg.plugins == [str((tmp_path / "plugin_b.py").resolve())]
+
+
+def test_duplicate_registration_is_refused(tmp_path):
+    path = tmp_path / "dup.py"
+    path.write_text(PLUGIN.format(dataset="mnist", model="linear-dup"))
+    with pytest.raises(ConfigError, match="dataset 'mnist' is already registered"):
+        load_config(None, [], [str(path)])
+
+
+def test_module_path_plugin(tmp_path, monkeypatch):
+    pkg = tmp_path / "userpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models.py").write_text(PLUGIN.format(dataset="few-digits-m", model="linear-m"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = load_config(None, ["model.name=linear-m", "plugins=['userpkg.models']"])
+    assert cfg.plugins == ["userpkg.models"] and "linear-m" in MODELS
+
+
+def test_missing_plugin_errors(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(None, [], [str(tmp_path / "nope.py")])
+    with pytest.raises(ConfigError, match="no_such_module_xyz"):
+        load_config(None, [], ["no_such_module_xyz"])
+    (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(ConfigError, match="failed to load: RuntimeError: boom"):
+        load_config(None, [], [str(tmp_path / "broken.py")])
+
+
+def test_cli_run_uses_plugin_model_and_dataset(tmp_path):
+    path = _plugin(tmp_path, "cli")
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "fedcluster", "run", "data.dataset=few-digits-cli",
+           "model.name=linear-cli", "data.num_clients=4", "cluster.k=1", "rounds=2",
+           "--plugin", str(path), "--out", str(out), "-q"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rounds = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rounds) == 2
+    assert rounds[-1]["clusters"][0]["eval_examples"] > 0
+    assert 'name = "linear-cli"' in (out / "config.toml").read_text()
+    models = subprocess.run([sys.executable, "-m", "fedcluster", "models", "--plugin", str(path)],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert "linear-cli" in models.stdout and "A linear classifier" in models.stdout
