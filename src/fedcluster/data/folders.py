@@ -132,9 +132,12 @@ def _cached_split(split: Path, resize: int, size: int, workers: int
 def load_folder(folder: Path, cfg: DataConfig, name: str) -> ArrayDataset:
     """``folder/train`` and ``folder/val`` (or ``folder/test``) as one :class:`ArrayDataset`."""
     train_dir, eval_dir = folder / "train", _eval_split(folder)
+    note = (" data.download cannot fetch it: there is no official source to download from "
+            "(for dog-and-cat, arrange Kaggle's dogs-vs-cats images this way)."
+            if cfg.download else "")
     require_files(name, [train_dir, eval_dir], (
         f"Expected an image tree {folder}/train/<class>/*.jpg and {folder}/val/<class>/*.jpg "
-        "(one sub-directory per class, the same classes in both)."))
+        "(one sub-directory per class, the same classes in both)." + note))
     size = cfg.image_size
     train_x, train_y, classes = _cached_split(train_dir, size, size, cfg.workers)
     test_x, test_y, eval_classes = _cached_split(eval_dir, round(size * 256 / 224), size,
