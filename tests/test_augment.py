@@ -126,3 +126,11 @@ def test_jitter_only_on_three_channels():
     fn = build_augment(Augmentation(jitter=(0.4, 0, 0, 0)), (0.5,), (0.5,))
     with pytest.raises(ValueError, match="3-channel"):
         fn(_batch(1, 8), torch.Generator().manual_seed(0))
+
+
+def test_rotation_is_a_rotation_in_pixels_on_non_square_images():
+    theta = affine_params(Augmentation(rotation=15.0), 6, 20, 60, torch.Generator().manual_seed(0))
+    to_pixels = torch.diag(torch.tensor([30.0, 10.0], dtype=torch.float64))
+    rot = to_pixels @ theta[:, :, :2] @ torch.linalg.inv(to_pixels)
+    eye = torch.eye(2, dtype=torch.float64).expand(6, 2, 2)
+    assert torch.allclose(rot @ rot.transpose(1, 2), eye, atol=1e-12)

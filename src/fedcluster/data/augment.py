@@ -67,7 +67,8 @@ def affine_params(aug: Augmentation, n: int, height: int, width: int,
     m = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
     if aug.resized_crop:
         area = _uniform(n, aug.resized_crop[0], aug.resized_crop[1], gen)
-        ratio = _uniform(n, math.log(3 / 4), math.log(4 / 3), gen).exp()
+        # aspect ratio in pixels: w/h in [-1, 1]^2 units is ratio * height / width
+        ratio = _uniform(n, math.log(3 / 4), math.log(4 / 3), gen).exp() * (height / width)
         w, h = (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)
         step = torch.zeros(n, 3, 3, dtype=torch.float64)
         step[:, 0, 0], step[:, 1, 1], step[:, 2, 2] = w, h, 1.0
@@ -81,8 +82,9 @@ def affine_params(aug: Augmentation, n: int, height: int, width: int,
     if aug.rotation:
         angle = _uniform(n, -aug.rotation, aug.rotation, gen) * (math.pi / 180)
         step = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
-        step[:, 0, 0], step[:, 0, 1] = angle.cos(), -angle.sin()
-        step[:, 1, 0], step[:, 1, 1] = angle.sin(), angle.cos()
+        aspect = height / width  # rotate in pixels, not in [-1, 1]^2 coordinates
+        step[:, 0, 0], step[:, 0, 1] = angle.cos(), -angle.sin() * aspect
+        step[:, 1, 0], step[:, 1, 1] = angle.sin() / aspect, angle.cos()
         m = m @ step
     if aug.crop_padding:
         p = aug.crop_padding
