@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from fedcluster.config import Config, ConfigError, load_config
+from fedcluster.config import ConfigError, load_config
 from fedcluster.legacy import LEGACY_KEYS, NOTIFY_KEYS
 from fedcluster.run import build_context
 
@@ -52,16 +52,25 @@ def test_readme_conf_maps_every_key(tmp_path, caplog):
     assert "lambda -> server.lr" in mapped[0].getMessage()
 
 
-def test_push_keys_are_accepted(tmp_path, caplog):
+def test_push_keys_map_onto_telegram_notifications(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="fedcluster"):
-        cfg = load_config(_write(tmp_path, README_CONF))
-    text = caplog.text
-    if "notify" in Config.__dataclass_fields__:  # once notifications exist, they are mapped
-        tg = cfg.notify.telegram
-        assert tg.chat_id == "123456789" and tg.token == "xxxxxxx:xxxxxxxxxx"
-        assert tg.proxy == "socks5://127.0.0.1:1080"
-    else:
-        assert "push keys" in text and "not applied" in text
+        cfg = load_config(_write(tmp_path, README_CONF), environ={})
+    tg = cfg.notify.telegram
+    assert tg.chat_id == "123456789" and tg.token == "xxxxxxx:xxxxxxxxxx"
+    assert tg.proxy == "socks5://127.0.0.1:1080"
+    assert "push -> notify.telegram" in caplog.text
+    auth = {**README_CONF, "proxy_type": "http", "proxy_username": "u", "proxy_password": "p"}
+    assert load_config(_write(tmp_path, auth), environ={}).notify.telegram.proxy == \
+        "http://u:p@127.0.0.1:1080"
+
+
+def test_push_disabled_or_unsupported_maps_nothing(tmp_path, caplog):
+    off = load_config(_write(tmp_path, {**README_CONF, "is_push_enable": False}), environ={})
+    assert not off.notify.telegram.chat_id and not off.notify.telegram.token
+    with caplog.at_level(logging.WARNING, logger="fedcluster"):
+        other = load_config(_write(tmp_path, {**README_CONF, "push_type": "wechat"}), environ={})
+    assert not other.notify.telegram.token
+    assert "push_type = 'wechat' is not supported" in caplog.text
 
 
 def test_old_conf_with_momentum_and_scheduler_keys(tmp_path, caplog):

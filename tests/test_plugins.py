@@ -1,20 +1,15 @@
 """A user's plugin file registers a model and a dataset, and a run uses them."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
+from fedcluster.cli import main
 from fedcluster.config import ConfigError, load_config
 from fedcluster.data import DATASETS
 from fedcluster.models import MODELS
 from fedcluster.plugins import load_plugin
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 PLUGIN = textwrap.dedent('''
     from torch import nn
@@ -46,7 +41,8 @@ def _plugin(tmp_path, tag):
 
 def test_plugin_file_registers_model_and_dataset(tmp_path):
     path = _plugin(tmp_path, "a")
-    cfg = load_config(None, ["data.dataset=few-digits-a", "model.name=linear-a"], [str(path)])
+    cfg = load_config(None, ["data.dataset=few-digits-a", "model.name=linear-a"],
+                      plugins=[str(path)])
     assert "few-digits-a" in DATASETS and "linear-a" in MODELS
     assert cfg.plugins == [str(path.resolve())]
     load_plugin(str(path.resolve()))  # naming it again does not register twice
@@ -64,7 +60,7 @@ def test_duplicate_registration_is_refused(tmp_path):
     path = tmp_path / "dup.py"
     path.write_text(PLUGIN.format(dataset="mnist", model="linear-dup"))
     with pytest.raises(ConfigError, match="dataset 'mnist' is already registered"):
-        load_config(None, [], [str(path)])
+        load_config(None, [], plugins=[str(path)])
 
 
 def test_module_path_plugin(tmp_path, monkeypatch):
@@ -79,27 +75,28 @@ def test_module_path_plugin(tmp_path, monkeypatch):
 
 def test_missing_plugin_errors(tmp_path):
     with pytest.raises(ConfigError, match="file not found"):
-        load_config(None, [], [str(tmp_path / "nope.py")])
+        load_config(None, [], plugins=[str(tmp_path / "nope.py")])
     with pytest.raises(ConfigError, match="no_such_module_xyz"):
-        load_config(None, [], ["no_such_module_xyz"])
+        load_config(None, [], plugins=["no_such_module_xyz"])
     (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
     with pytest.raises(ConfigError, match="failed to load: RuntimeError: boom"):
-        load_config(None, [], [str(tmp_path / "broken.py")])
+        load_config(None, [], plugins=[str(tmp_path / "broken.py")])
 
 
-def test_cli_run_uses_plugin_model_and_dataset(tmp_path):
+def test_cli_run_uses_plugin_model_and_dataset(tmp_path, capsys):
     path = _plugin(tmp_path, "cli")
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "fedcluster", "run", "data.dataset=few-digits-cli",
-           "model.name=linear-cli", "data.num_clients=4", "cluster.k=1", "rounds=2",
-           "--plugin", str(path), "--out", str(out), "-q"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    code = main(["run", "data.dataset=few-digits-cli", "model.name=linear-cli",
+                 "data.num_clients=4", "cluster.k=1", "rounds=2", "run.threads=1",
+                 "--plugin", str(path), "--out", str(out), "-q"])
+    assert code == 0, capsys.readouterr().err
     rounds = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rounds) == 2
     assert rounds[-1]["clusters"][0]["eval_examples"] > 0
-    assert 'name = "linear-cli"' in (out / "config.toml").read_text()
-    models = subprocess.run([sys.executable, "-m", "fedcluster", "models", "--plugin", str(path)],
-                            env=env, capture_output=True, text=True, timeout=120)
-    assert "linear-cli" in models.stdout and "A linear classifier" in models.stdout
+    saved = (out / "config.toml").read_text()
+    assert 'name = "linear-cli"' in saved and str(path.resolve()) in saved
+    # the saved config reruns with the plugin, from anywhere
+    assert load_config(out / "config.toml").model.name == "linear-cli"
+    assert main(["models", "--plugin", str(path)]) == 0
+    listing = capsys.readouterr().out
+    assert "linear-cli" in listing and "A linear classifier" in listing
