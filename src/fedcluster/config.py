@@ -85,11 +85,18 @@ class DataConfig(_Section):
     folder: str = ""
     image_size: int = 224
     workers: int = 2
+    shift: Literal["none", "rotate", "permute-labels"] = "none"
+    groups: int = 1
+    replicate: bool = True
 
     def __post_init__(self) -> None:
         self._check("image_size", self.image_size >= 8, "an integer >= 8 (pixels)")
         self._check("workers", self.workers >= 0, "an integer >= 0 (0 decodes in-process)")
         self._check("num_clients", self.num_clients >= 1, "an integer >= 1")
+        self._check("groups", 1 <= self.groups <= self.num_clients,
+                    f"an integer in [1, data.num_clients = {self.num_clients}]")
+        self._check("shift", self.shift == "none" or self.groups >= 2,
+                    '"none" when data.groups = 1 (a shift needs data.groups >= 2)')
         self._check("alpha", self.alpha > 0, "a number > 0")
         self._check("shards_per_client", self.shards_per_client >= 1, "an integer >= 1")
         self._check("min_size", self.min_size >= 0, "an integer >= 0")
@@ -145,14 +152,49 @@ class ServerConfig(_Section):
 @dataclass(frozen=True)
 class ClusterConfig(_Section):
     _section: ClassVar[str] = "cluster"
-    k: int = 2
-    method: Literal["kmeans"] = "kmeans"
-    reduce: Literal["pca2", "none"] = "pca2"
+    k: int | Literal["auto"] = 2
+    k_max: int = 8
+    method: Literal["kmeans", "ifca", "cfl", "hierarchical"] = "kmeans"
+    schedule: Literal["auto", "every-round", "once"] = "auto"
+    features: Literal["weights", "updates"] = "weights"
+    reduce: Literal["pca2", "sketch", "none"] = "pca2"
+    metric: Literal["euclidean", "cosine"] = "euclidean"
+    sketch_dim: int = 256
     n_init: int = 10
+    warmup_rounds: int = 0
+    distance_threshold: float = 0.0
+    restarts: int = 1
+    restart_rounds: int = 3
+    cfl_eps1: float = 0.4
+    cfl_eps2: float = 1.6
 
     def __post_init__(self) -> None:
-        self._check("k", self.k >= 1, "an integer >= 1")
+        self._check("k", self.k == "auto" or self.k >= 1, 'an integer >= 1 or "auto"')
+        self._check("k_max", self.k_max >= 2, "an integer >= 2")
+        self._check("sketch_dim", self.sketch_dim >= 1, "an integer >= 1")
         self._check("n_init", self.n_init >= 1, "an integer >= 1")
+        self._check("warmup_rounds", self.warmup_rounds >= 0, "an integer >= 0")
+        self._check("distance_threshold", self.distance_threshold >= 0,
+                    "a number >= 0 (0: cut the dendrogram at k clusters)")
+        self._check("restarts", self.restarts >= 1, "an integer >= 1")
+        self._check("restart_rounds", self.restart_rounds >= 1, "an integer >= 1")
+        self._check("cfl_eps1", self.cfl_eps1 > 0, "a number > 0")
+        self._check("cfl_eps2", self.cfl_eps2 > 0, "a number > 0")
+        self._check("method", self.method != "ifca" or self.k != "auto",
+                    'a method that can choose k (kmeans, hierarchical, cfl) with k = "auto"; '
+                    "ifca needs an integer k")
+
+    @property
+    def k_initial(self) -> int:
+        """The largest k the config asks for up front (``k_max`` when k is chosen)."""
+        return self.k_max if self.k == "auto" else int(self.k)
+
+    @property
+    def resolved_schedule(self) -> str:
+        """``auto`` is ``once`` for one-shot hierarchical clustering, else ``every-round``."""
+        if self.schedule != "auto":
+            return self.schedule
+        return "once" if self.method == "hierarchical" else "every-round"
 
 
 @dataclass(frozen=True)
@@ -287,12 +329,12 @@ class Config(_Section):
         self._check("seed", self.seed >= 0, "an integer >= 0")
         self._check("rounds", self.rounds >= 1, "an integer >= 1")
         n = self.data.num_clients
-        _require("cluster", "k", self.cluster.k <= n, self.cluster.k,
-                 f"at most data.num_clients = {n}")
+        k = self.cluster.k_initial if self.cluster.k != "auto" else 1
+        _require("cluster", "k", k <= n, self.cluster.k, f"at most data.num_clients = {n}")
         c = self.server.clients_per_round
         if isinstance(c, int):
             _require("server", "clients_per_round", c <= n, c, f"at most data.num_clients = {n}")
-        _require("server", "clients_per_round", self.clients_per_round >= self.cluster.k, c,
+        _require("server", "clients_per_round", self.clients_per_round >= k, c,
                  f"enough clients per round ({self.clients_per_round} now) "
                  f"to form cluster.k = {self.cluster.k} clusters")
 

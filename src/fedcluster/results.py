@@ -48,10 +48,12 @@ class ClientResult:
     num_examples: int
     steps: int
     xy: tuple[float, float] | None = None  # 2-D projection of its update, when made
+    accuracy: float | None = None  # with its cluster's model, on its own eval set
 
     def to_json(self) -> dict[str, Any]:
         out = {"id": self.id, "cluster": self.cluster, "train_loss": _num(self.train_loss),
-               "num_examples": self.num_examples, "steps": self.steps}
+               "num_examples": self.num_examples, "steps": self.steps,
+               "accuracy": _num(self.accuracy)}
         if self.xy is not None:
             out["xy"] = [float(v) for v in self.xy]
         return out
@@ -68,11 +70,22 @@ class RoundResult:
     seconds: float
     sse: float | None = None
     empty: list[int] = field(default_factory=list)
+    ari: float | None = None  # of the clustering against the true groups (placed clients)
+    nmi: float | None = None
+    client_accuracy: dict[str, float] = field(default_factory=dict)  # mean, p10, min
+    clustering: dict[str, Any] = field(default_factory=dict)  # diagnostics, when clustered
 
     def to_json(self) -> dict[str, Any]:
+        diag = dict(self.clustering)
+        for key in ("sse_per_k", "silhouette_per_k"):  # JSON keys are strings: "k": value
+            if diag.get(key) is not None:
+                diag[key] = {str(k): _num(v) for k, v in diag[key].items()}
         return {"round": self.round, "accuracy": _num(self.accuracy), "top5": _num(self.top5),
                 "loss": _num(self.loss), "seconds": round(self.seconds, 4), "sse": _num(self.sse),
-                "empty_clusters": self.empty,
+                "empty_clusters": self.empty, "k": len(self.clusters),
+                "ari": _num(self.ari), "nmi": _num(self.nmi),
+                **{f"client_accuracy_{q}": _num(v) for q, v in self.client_accuracy.items()},
+                **diag,
                 "clusters": [c.to_json() for c in self.clusters],
                 "clients": [c.to_json() for c in self.clients]}
 

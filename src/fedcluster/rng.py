@@ -11,11 +11,13 @@ import numpy as np
 import torch
 
 __all__ = [
-    "CLIENT", "CLUSTER", "INIT", "PARTITION", "SAMPLING", "key_seed", "numpy_rng", "torch_gen",
+    "CLIENT", "CLUSTER", "INIT", "PARTITION", "SAMPLING", "SHIFT", "SKETCH", "key_seed",
+    "numpy_rng", "torch_gen",
 ]
 
 # Stream tags keep the draws of different purposes independent.
 PARTITION, SAMPLING, CLIENT, CLUSTER, INIT = 1, 2, 3, 4, 5
+SHIFT, SKETCH = 6, 7  # known-structure federations; random-projection sketches
 
 
 def key_seed(*key: int) -> int:

@@ -12,21 +12,24 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .callbacks.base import Callback, CallbackList
 from .config import Config
 from .data import build_augment, build_federation, load_dataset
 from .engines import Engine, SequentialEngine
+from .fl.clustering import PointSpace, agreement, build_method
 from .fl.evaluate import EvalStats
 from .fl.flat import FlatModel
 from .fl.sampling import sample_clients
 from .fl.server import ClusterServer
 from .models import ModelSpec, build_model
 from .results import ClientResult, ClusterResult, RoundResult, RunContext, RunSummary
-from .rng import INIT, key_seed
+from .rng import INIT, SKETCH, key_seed
 
-__all__ = ["build_context", "prepare", "resolve_device", "run_federation"]
+__all__ = ["build_context", "build_server", "initial_models", "prepare", "resolve_device",
+           "run_federation"]
 
 log = logging.getLogger(__name__)
 
@@ -61,32 +64,95 @@ def prepare(cfg: Config, run_dir: Path | None = None) -> tuple[RunContext, Engin
     return ctx, engine
 
 
-def _round(r: int, cfg: Config, engine: Engine, server: ClusterServer,
+def initial_models(cfg: Config, ctx: RunContext, restart: int = 0) -> torch.Tensor:
+    """The starting cluster models: the run's initial model, or for IFCA ``k``
+    independent random initialisations (a different set for each restart)."""
+    if cfg.cluster.method != "ifca":
+        return ctx.model.vector()
+    ds = ctx.federation.dataset
+    spec = ModelSpec(ds.input_shape, ds.num_classes)
+    seeds = [key_seed(cfg.seed, INIT, restart, i) for i in range(int(cfg.cluster.k))]
+    return torch.stack([FlatModel(build_model(spec, cfg.model, s).to(ctx.device)).vector()
+                        for s in seeds])
+
+
+def build_server(cfg: Config, ctx: RunContext, initial: torch.Tensor) -> ClusterServer:
+    c = cfg.cluster
+    space = PointSpace(c.features, c.reduce, c.metric, c.sketch_dim, key_seed(cfg.seed, SKETCH))
+    return ClusterServer(initial, ctx.federation.num_clients, cfg.server.lr, build_method(c),
+                         space, c.k_max, c.n_init, cfg.seed)
+
+
+def _evaluate(engine: Engine, server: ClusterServer) -> tuple[list[ClusterResult],
+                                                             EvalStats, dict[int, float]]:
+    """Each cluster model on each member's eval set: per-cluster results, the pooled
+    total, and each evaluated client's accuracy."""
+    clusters, total, per_client = [], EvalStats(), {}
+    for i in range(server.k):
+        members = server.members(i).tolist()
+        stats = engine.evaluate_clients(server.models[i], members) if members else []
+        pooled = sum(stats, EvalStats())
+        total = total + pooled
+        per_client.update({c: s.accuracy for c, s in zip(members, stats, strict=True) if s.n})
+        clusters.append(ClusterResult(i, members, pooled.accuracy, pooled.top5, pooled.loss,
+                                      pooled.n))
+    return clusters, total, per_client
+
+
+def _fairness(per_client: dict[int, float]) -> dict[str, float]:
+    if not per_client:
+        return {}
+    acc = np.array(list(per_client.values()))
+    return {"mean": float(acc.mean()), "p10": float(np.percentile(acc, 10)),
+            "min": float(acc.min())}
+
+
+def _round(r: int, cfg: Config, engine: Engine, server: ClusterServer, truth: np.ndarray,
            callbacks: CallbackList) -> RoundResult:
     t0 = time.perf_counter()
     sampled = sample_clients(server.assignment.size, cfg.clients_per_round, cfg.seed, r)
     callbacks.round_start(r, sampled.tolist())
-    jobs = [(int(c), server.models[server.start_cluster(int(c))]) for c in sampled]
+    starts = server.assign(r, sampled, engine.client_losses)
+    jobs = [(int(c), server.models[s]) for c, s in zip(sampled, starts, strict=True)]
     updates = []
     for update in engine.train(r, jobs):
         updates.append(update)
         callbacks.client_done(r, update)
     info = server.step(updates, cfg.seed, r)
-
-    clusters, total = [], EvalStats()
-    for i in range(server.k):
-        members = server.members(i)
-        stats = engine.evaluate(server.models[i], members.tolist())
-        total = total + stats
-        clusters.append(ClusterResult(i, members.tolist(), stats.accuracy, stats.top5,
-                                      stats.loss, stats.n))
+    clusters, total, per_client = _evaluate(engine, server)
     clients = [
         ClientResult(u.client, int(info.clusters[j]), u.train_loss, u.num_examples, u.steps,
-                     None if info.coords is None else tuple(info.coords[j].tolist()))
+                     None if info.coords is None else tuple(info.coords[j].tolist()),
+                     per_client.get(u.client))
         for j, u in enumerate(updates)
     ]
+    placed = server.assignment >= 0
+    ari = nmi = None
+    if placed.sum() >= 2:
+        ari, nmi = agreement(truth[placed], server.assignment[placed])
     return RoundResult(r, total.accuracy, total.top5, total.loss, clusters, clients,
-                       time.perf_counter() - t0, info.sse, info.empty)
+                       time.perf_counter() - t0, info.sse, info.empty, ari, nmi,
+                       _fairness(per_client), info.diagnostics)
+
+
+def choose_ifca_restart(cfg: Config, ctx: RunContext, engine: Engine) -> int:
+    """IFCA's random restarts: run each initialisation for ``cluster.restart_rounds``
+    rounds and keep the one with the lowest training loss (each client's loss under
+    its best model, weighted by training-set size)."""
+    rounds = min(cfg.cluster.restart_rounds, cfg.rounds)
+    everyone = list(range(ctx.federation.num_clients))
+    sizes = torch.from_numpy(ctx.federation.train_sizes()).double()
+    quiet, scores = CallbackList([]), []
+    for restart in range(cfg.cluster.restarts):
+        server = build_server(cfg, ctx, initial_models(cfg, ctx, restart))
+        for r in range(1, rounds + 1):
+            _round(r, cfg, engine, server, ctx.federation.groups, quiet)
+        best = engine.client_losses(server.models, everyone).min(dim=1).values
+        scores.append(float(sizes @ best / sizes.sum()))
+    chosen = int(np.argmin(scores))
+    log.info("IFCA restarts: training loss after %d rounds %s; using restart %d", rounds,
+             [round(s, 4) for s in scores], chosen)
+    return chosen
 
 
 def run_federation(cfg: Config, callbacks: Sequence[Callback] = (),
@@ -101,8 +167,10 @@ def run_federation(cfg: Config, callbacks: Sequence[Callback] = (),
 
         return run_centralized(cfg, callbacks, run_dir)
     ctx, engine = prepare(cfg, run_dir)
-    server = ClusterServer(ctx.model.vector(), cfg.cluster.k, ctx.federation.num_clients,
-                           cfg.server.lr, cfg.cluster.reduce, cfg.cluster.n_init)
+    restart = 0
+    if cfg.cluster.method == "ifca" and cfg.cluster.restarts > 1:
+        restart = choose_ifca_restart(cfg, ctx, engine)
+    server = build_server(cfg, ctx, initial_models(cfg, ctx, restart))
     cbs = CallbackList(callbacks)
     rounds: list[RoundResult] = []
     t0 = time.perf_counter()
@@ -110,7 +178,7 @@ def run_federation(cfg: Config, callbacks: Sequence[Callback] = (),
     cbs.run_start(ctx)
     try:
         for r in range(1, cfg.rounds + 1):
-            result = _round(r, cfg, engine, server, cbs)
+            result = _round(r, cfg, engine, server, ctx.federation.groups, cbs)
             rounds.append(result)
             if cbs.round_end(result):
                 stopped = r < cfg.rounds

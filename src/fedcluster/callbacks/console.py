@@ -29,7 +29,7 @@ class ConsoleTable(Callback):
     def on_run_start(self, ctx: RunContext) -> None:
         cfg, fed = ctx.config, ctx.federation
         self.run_dir = ctx.run_dir
-        self.k = cfg.cluster.k
+        self.k = cfg.cluster.k_initial
         part = cfg.data.partition + (f" α={cfg.data.alpha}" if cfg.data.partition == "dirichlet"
                                      else "")
         self.console.print(

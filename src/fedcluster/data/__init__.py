@@ -1,7 +1,7 @@
 """Datasets as tensors, partitions of them over clients, and the federation they form."""
 
 from .augment import Augmentation, build_augment
-from .federation import Federation, build_federation
+from .federation import Federation, build_federation, grouped_federation
 from .files import DataError, expected_files
 from .folders import dog_and_cat, image_folder
 from .partition import PARTITIONS, dirichlet, eval_split, iid, shards
@@ -26,6 +26,7 @@ __all__ = [
     "dirichlet",
     "eval_split",
     "expected_files",
+    "grouped_federation",
     "iid",
     "load_dataset",
     "shards",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ..config import DataConfig
 from ..rng import PARTITION, numpy_rng
 from .partition import PartitionError, dirichlet, eval_split, iid, shards
+from .shift import client_groups, shift_group
 from .sources import ArrayDataset
 
 __all__ = ["Federation", "build_federation"]
@@ -17,11 +20,17 @@ __all__ = ["Federation", "build_federation"]
 @dataclass(frozen=True)
 class Federation:
     """Client ``c`` trains on ``dataset.train_x[train_idx[c]]`` and is evaluated on
-    ``dataset.test_x[eval_idx[c]]``."""
+    ``dataset.test_x[eval_idx[c]]``. ``groups[c]`` is client ``c``'s true group (all 0
+    unless the federation was built with ``data.groups > 1``)."""
 
     dataset: ArrayDataset
     train_idx: list[np.ndarray]
     eval_idx: list[np.ndarray]
+    groups: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.groups is None:
+            object.__setattr__(self, "groups", np.zeros(len(self.train_idx), dtype=np.int64))
 
     @property
     def num_clients(self) -> int:
@@ -39,11 +48,8 @@ class Federation:
         return train, test
 
 
-def build_federation(dataset: ArrayDataset, cfg: DataConfig, seed: int) -> Federation:
-    """Partition ``dataset`` over ``cfg.num_clients`` clients, keyed by ``seed``."""
-    rng = numpy_rng(seed, PARTITION)
-    labels = dataset.train_y.numpy()
-    n = cfg.num_clients
+def _split(labels: np.ndarray, n: int, cfg: DataConfig,
+           rng: np.random.Generator) -> list[np.ndarray]:
     if cfg.partition == "iid":
         parts = iid(labels, n, rng)
     elif cfg.partition == "dirichlet":
@@ -56,5 +62,58 @@ def build_federation(dataset: ArrayDataset, cfg: DataConfig, seed: int) -> Feder
             f"data.partition = {cfg.partition!r} gave a client {smallest} samples, fewer than "
             f"data.min_size = {cfg.min_size}; use fewer clients or lower data.min_size"
         )
+    return [p.astype(np.int64) for p in parts]
+
+
+def build_federation(dataset: ArrayDataset, cfg: DataConfig, seed: int) -> Federation:
+    """Partition ``dataset`` over ``cfg.num_clients`` clients, keyed by ``seed``.
+
+    With ``cfg.groups > 1`` the clients form groups with known structure (see
+    :func:`grouped_federation`).
+    """
+    if cfg.groups > 1:
+        return grouped_federation(dataset, cfg, seed)
+    rng = numpy_rng(seed, PARTITION)
+    labels = dataset.train_y.numpy()
+    parts = _split(labels, cfg.num_clients, cfg, rng)
     evals = eval_split(labels, parts, dataset.test_y.numpy(), rng)
-    return Federation(dataset, [p.astype(np.int64) for p in parts], evals)
+    return Federation(dataset, parts, evals)
+
+
+def grouped_federation(dataset: ArrayDataset, cfg: DataConfig, seed: int) -> Federation:
+    """Clients split evenly into ``cfg.groups`` groups, each group under its own shift.
+
+    With ``cfg.replicate`` every group holds the whole dataset under its shift (IFCA's
+    rotated MNIST); otherwise train and test sets are first cut into disjoint per-group
+    pools. Inside a group, ``cfg.partition`` splits the group's training pool over its
+    clients and each client's eval set comes from the group's (shifted) test pool.
+    """
+    rng = numpy_rng(seed, PARTITION)
+    n_groups = cfg.groups
+    group_of = client_groups(cfg.num_clients, n_groups)
+    ytr, yte = dataset.train_y.numpy(), dataset.test_y.numpy()
+    if cfg.replicate:
+        train_pools = [np.arange(len(ytr))] * n_groups
+        test_pools = [np.arange(len(yte))] * n_groups
+    else:
+        train_pools = iid(ytr, n_groups, rng)
+        test_pools = iid(yte, n_groups, rng)
+    xs, ys, txs, tys = [], [], [], []
+    train_idx: list[np.ndarray] = []
+    eval_idx: list[np.ndarray] = []
+    offset = test_offset = 0
+    for g in range(n_groups):
+        tr, te = torch.from_numpy(train_pools[g]), torch.from_numpy(test_pools[g])
+        x, y = shift_group(dataset.train_x[tr], dataset.train_y[tr], cfg.shift, g, n_groups,
+                           dataset.num_classes, seed)
+        tx, ty = shift_group(dataset.test_x[te], dataset.test_y[te], cfg.shift, g, n_groups,
+                             dataset.num_classes, seed)
+        parts = _split(y.numpy(), int((group_of == g).sum()), cfg, rng)
+        evals = eval_split(y.numpy(), parts, ty.numpy(), rng)
+        train_idx += [p + offset for p in parts]
+        eval_idx += [e + test_offset for e in evals]
+        offset, test_offset = offset + len(y), test_offset + len(ty)
+        xs.append(x), ys.append(y), txs.append(tx), tys.append(ty)
+    shifted = dataclasses.replace(dataset, train_x=torch.cat(xs), train_y=torch.cat(ys),
+                                  test_x=torch.cat(txs), test_y=torch.cat(tys))
+    return Federation(shifted, train_idx, eval_idx, group_of)

@@ -28,3 +28,12 @@ class Engine(Protocol):
     def evaluate(self, vector: torch.Tensor, clients: Sequence[int]) -> EvalStats:
         """Evaluate ``vector`` on the union of the eval sets of ``clients``."""
         ...
+
+    def evaluate_clients(self, vector: torch.Tensor, clients: Sequence[int]) -> list[EvalStats]:
+        """Evaluate ``vector`` on each client's own eval set, one result per client."""
+        ...
+
+    def client_losses(self, vectors: torch.Tensor, clients: Sequence[int]) -> torch.Tensor:
+        """Mean loss of each of ``vectors`` ``[K, D]`` on each client's training data:
+        ``[len(clients), K]`` (IFCA's cluster choice)."""
+        ...

@@ -17,7 +17,7 @@ from ..data.augment import Augment
 from ..data.device import device_images
 from ..data.federation import Federation
 from ..fl.client import Update, local_train
-from ..fl.evaluate import EvalStats, evaluate
+from ..fl.evaluate import EvalStats, evaluate, evaluate_clients
 from ..fl.flat import FlatModel
 from ..rng import CLIENT, torch_gen
 
@@ -51,3 +51,18 @@ class SequentialEngine:
         idx = torch.cat([self.eval_idx[c] for c in clients])
         self.model.load(vector)
         return evaluate(self.model.module, self.test_x, self.test_y, idx, self.eval_batch_size)
+
+    def evaluate_clients(self, vector: torch.Tensor, clients: Sequence[int]) -> list[EvalStats]:
+        self.model.load(vector)
+        return evaluate_clients(self.model.module, self.test_x, self.test_y,
+                                [self.eval_idx[c] for c in clients], self.eval_batch_size)
+
+    def client_losses(self, vectors: torch.Tensor, clients: Sequence[int]) -> torch.Tensor:
+        out = torch.empty(len(clients), len(vectors), dtype=torch.float64)
+        idx = [self.train_idx[c] for c in clients]
+        for j, vector in enumerate(vectors):
+            self.model.load(vector)
+            stats = evaluate_clients(self.model.module, self.train_x, self.train_y, idx,
+                                     self.eval_batch_size)
+            out[:, j] = torch.tensor([s.loss for s in stats], dtype=torch.float64)
+        return out

@@ -2,22 +2,26 @@
 
 from .aggregate import group_means, server_step, weighted_mean
 from .client import Update, local_train
-from .cluster import Clustering, kmeans_cluster, match_clusters
-from .evaluate import EvalStats, evaluate
+from .clustering import METHODS, ClusterMethod, Grouping, RoundView, build_method, match_clusters
+from .evaluate import EvalStats, evaluate, evaluate_clients
 from .flat import FlatModel
 from .sampling import sample_clients
 from .server import ClusterServer, StepInfo
 
 __all__ = [
+    "METHODS",
+    "ClusterMethod",
     "ClusterServer",
-    "Clustering",
     "EvalStats",
     "FlatModel",
+    "Grouping",
+    "RoundView",
     "StepInfo",
     "Update",
+    "build_method",
     "evaluate",
+    "evaluate_clients",
     "group_means",
-    "kmeans_cluster",
     "local_train",
     "match_clusters",
     "sample_clients",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["EvalStats", "evaluate"]
+__all__ = ["EvalStats", "evaluate", "evaluate_clients"]
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,26 @@ def evaluate(module: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Ten
         correct = correct + hits[:, 0].sum()
         correct5 = correct5 + hits.any(dim=1).sum()
     return EvalStats(len(idx), float(correct), float(correct5), float(loss_sum))
+
+
+@torch.inference_mode()
+def evaluate_clients(module: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                     idx: Sequence[torch.Tensor], batch_size: int) -> list[EvalStats]:
+    """Evaluate ``module`` on each index set of ``idx`` (one per client) in one batched pass."""
+    sizes = torch.tensor([len(i) for i in idx], dtype=torch.long)
+    if int(sizes.sum()) == 0:
+        return [EvalStats() for _ in idx]
+    flat = torch.cat(list(idx))
+    owner = torch.repeat_interleave(torch.arange(len(idx)), sizes).to(x.device)
+    module.eval()
+    sums = torch.zeros(3, len(idx), device=x.device, dtype=torch.float64)
+    for s in range(0, len(flat), batch_size):
+        batch, who = flat[s:s + batch_size], owner[s:s + batch_size]
+        logits, target = module(x[batch]), y[batch]
+        loss = F.cross_entropy(logits, target, reduction="none")
+        hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == target[:, None]
+        stats = torch.stack([hits[:, 0], hits.any(dim=1)]).to(sums.dtype)
+        sums.index_add_(1, who, torch.cat([stats, loss[None].to(sums.dtype)]))
+    out = sums.cpu().tolist()
+    return [EvalStats(int(n), out[0][i], out[1][i], out[2][i])
+            for i, n in enumerate(sizes.tolist())]

@@ -1,14 +1,17 @@
-"""The server's state for clustered FL: k global models and each client's cluster.
+"""The server's state for clustered FL: K cluster models and each client's cluster.
 
 In the shape of fedjax's ``hyp_cluster``: one parameter vector per cluster, a
 cluster id per client, a per-cluster weighted mean of the members' local models,
-and an empty cluster keeps its parameters. ``k = 1`` is plain FedAvg.
+and an empty cluster keeps its parameters. Which cluster a client starts from and
+which one its update joins is decided by a clustering method (clustering/); the
+model set grows when a method opens a new cluster (a copy of its parent model).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +19,9 @@ import torch
 from ..rng import CLUSTER, key_seed
 from .aggregate import group_means, server_step
 from .client import Update
-from .cluster import kmeans_cluster, match_clusters
+from .clustering import ClusterMethod, FedAvg, PointSpace, RoundView
+from .clustering.diagnostics import scan_k, silhouette, within_sse
+from .clustering.kmeans import kmeans_labels
 
 __all__ = ["ClusterServer", "StepInfo"]
 
@@ -28,23 +33,33 @@ class StepInfo:
     """What one aggregation step decided, for the round record."""
 
     clusters: np.ndarray  # [m] the cluster each sampled client now belongs to
-    coords: np.ndarray | None  # [m, 2] 2-D projection of the updates, when made
+    coords: np.ndarray | None  # [m, 2] 2-D projection of the clustering points, when made
     sse: float | None
     empty: list[int]  # clusters that received no update this round
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
 class ClusterServer:
-    """k global models (``models[i]`` is cluster i) and the cluster of every client.
+    """Cluster models ``models[i]`` and the cluster of every client (-1: none yet).
 
-    A client that has never been sampled has cluster -1 (with k = 1, every client is
-    in cluster 0 from the start) and starts from the cluster with the most members.
+    A client that has never been placed starts from the cluster with the most
+    members (cluster 0 while nobody is placed).
     """
 
-    def __init__(self, initial: torch.Tensor, k: int, num_clients: int, lr: float,
-                 reduce: str = "pca2", n_init: int = 10) -> None:
-        self.models = initial.detach().clone().unsqueeze(0).repeat(k, 1)
-        self.assignment = np.full(num_clients, 0 if k == 1 else -1, dtype=np.int64)
-        self.k, self.lr, self.reduce, self.n_init = k, lr, reduce, n_init
+    def __init__(self, initial: torch.Tensor, num_clients: int, lr: float,
+                 method: ClusterMethod | None = None, space: PointSpace | None = None,
+                 k_max: int = 8, n_init: int = 10, seed: int = 0) -> None:
+        models = initial.detach().clone()
+        self.models = models.unsqueeze(0) if models.dim() == 1 else models
+        self.assignment = np.full(num_clients, -1, dtype=np.int64)
+        self.lr, self.method = lr, method or FedAvg()
+        self.space, self.k_max, self.n_init, self.seed = space or PointSpace(), k_max, n_init, seed
+        self.clustering = not isinstance(self.method, FedAvg)
+        self._prior: np.ndarray | None = None  # assignment before this round's assign()
+
+    @property
+    def k(self) -> int:
+        return self.models.shape[0]
 
     def members(self, cluster: int) -> np.ndarray:
         return np.flatnonzero(self.assignment == cluster)
@@ -53,34 +68,72 @@ class ClusterServer:
         c = int(self.assignment[client])
         if c >= 0:
             return c
-        return int(np.bincount(self.assignment[self.assignment >= 0], minlength=self.k).argmax())
+        placed = self.assignment[self.assignment >= 0]
+        return int(np.bincount(placed, minlength=self.k).argmax()) if len(placed) else 0
+
+    def assign(self, round_: int, clients: np.ndarray,
+               losses: Any) -> np.ndarray:
+        """Let the method place the sampled clients before training; ``losses(vectors,
+        clients)`` gives each vector's training loss on each client (``[clients, K]``)."""
+        self._prior = self.assignment.copy()
+        chosen = self.method.assign(round_, clients, self.assignment[clients].copy(),
+                                    lambda sub: losses(self.models, sub))
+        placed = chosen >= 0
+        self.assignment[clients[placed]] = chosen[placed]
+        return np.array([self.start_cluster(int(c)) for c in clients], dtype=np.int64)
 
     def step(self, updates: list[Update], seed: int, round_: int) -> StepInfo:
-        """Cluster the round's updates, aggregate each cluster, and reassign its members."""
+        """Group the round's updates, aggregate each cluster, and reassign its members."""
         clients = np.array([u.client for u in updates])
-        starts = torch.as_tensor([self.start_cluster(c) for c in clients])
+        starts = np.array([self.start_cluster(int(c)) for c in clients], dtype=np.int64)
+        prior = self._prior if self._prior is not None else self.assignment
+        previous, self._prior = prior[clients].copy(), None
         deltas = torch.stack([u.delta for u in updates])
         weights = torch.tensor([float(u.num_examples) for u in updates], device=deltas.device)
-        coords, sse = None, None
-        if self.k == 1:
-            labels = np.zeros(len(updates), dtype=np.int64)
-        else:
-            found = kmeans_cluster(deltas, self.k, key_seed(seed, CLUSTER, round_),
-                                   self.reduce, self.n_init)
-            labels, coords, sse = found.labels, found.coords, found.sse
-        local = self.models[starts.to(self.models.device)] + deltas
+        local = self.models[torch.from_numpy(starts).to(self.models.device)] + deltas
+        points = coords = None
+        if self.clustering:
+            share = torch.from_numpy(np.bincount(starts, minlength=self.k) / len(starts))
+            reference = share.to(self.models) @ self.models
+            points, coords = self.space.points(local, deltas, reference)
+        view = RoundView(round_, clients, starts, deltas, local, weights, self.models,
+                         points if points is not None else np.zeros((len(clients), 0)),
+                         key_seed(seed, CLUSTER, round_))
+        grouping = self.method.group(view)
+        labels = grouping.labels
+        for new in sorted(grouping.parents):
+            if new != self.k:
+                raise RuntimeError(f"cluster {new} opened out of order (have {self.k})")
+            self.models = torch.cat([self.models, self.models[grouping.parents[new]][None]])
         label_t = torch.from_numpy(labels).to(deltas.device)
         means, totals = group_means(local, weights, label_t, self.k)
-        present = np.bincount(labels, minlength=self.k) > 0
-        perm = match_clusters(means, present, self.models) if self.k > 1 else np.zeros(1, int)
-        new = self.models.clone()
-        for j in np.flatnonzero(present & (totals.cpu().numpy() > 0)):
-            new[perm[j]] = server_step(self.models[perm[j]], means[j], self.lr)
-        self.models = new
-        clusters = perm[labels]
-        self.assignment[clients] = clusters
-        empty = sorted(set(range(self.k)) - {int(c) for c in clusters})
-        if empty:
-            log.warning("round %d: cluster(s) %s received no clients; keeping their models",
-                        round_, empty)
-        return StepInfo(clusters, coords, sse, empty)
+        new_models = self.models.clone()
+        for j in np.flatnonzero(totals.cpu().numpy() > 0):
+            new_models[j] = server_step(self.models[j], means[j], self.lr)
+        self.models = new_models
+        self.assignment[clients] = labels
+        empty = sorted(set(range(self.k)) - {int(c) for c in labels})
+        if empty and self.clustering:
+            log.info("round %d: cluster(s) %s received no clients; keeping their models",
+                     round_, empty)
+        if not self.clustering:
+            return StepInfo(labels, None, None, empty)
+        diag = self._diagnostics(grouping, points, labels, previous, view.seed)
+        return StepInfo(labels, coords, within_sse(points, labels), empty, diag)
+
+    def _diagnostics(self, grouping: Any, points: np.ndarray, labels: np.ndarray,
+                     previous: np.ndarray, seed: int) -> dict[str, Any]:
+        sse, sil = grouping.sse_per_k, grouping.silhouette_per_k
+        if grouping.clustered and sse is None:  # the elbow curve, for any method
+            sse, sil, _ = scan_k(points, lambda p, k: kmeans_labels(p, k, seed, self.n_init),
+                                 self.k_max)
+        placed = self.assignment[self.assignment >= 0]
+        return {
+            "clustered": grouping.clustered,
+            "cluster_sizes": np.bincount(placed, minlength=self.k).tolist(),
+            "silhouette": silhouette(points, labels),
+            "changed": int(((previous >= 0) & (previous != labels)).sum()),
+            "sse_per_k": sse,
+            "silhouette_per_k": sil,
+            **grouping.extra,
+        }

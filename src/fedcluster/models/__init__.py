@@ -6,6 +6,7 @@ Register your own with ``@MODELS.register("name")`` in a plugin file
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -38,8 +39,9 @@ def digits_cnn(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
 
 @MODELS.register("mlp")
 def mlp(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
-    """A multilayer perceptron on the flattened input, hidden sizes from ``model.hidden``."""
-    sizes = [spec.input_shape[0] * spec.input_shape[1] * spec.input_shape[2], *cfg.hidden]
+    """A multilayer perceptron on the flattened input (any shape), hidden sizes from
+    ``model.hidden`` (``[]``: a linear model). IFCA's MNIST model is ``hidden = [200]``."""
+    sizes = [math.prod(spec.input_shape), *cfg.hidden]
     layers: list[nn.Module] = [nn.Flatten()]
     for a, b in zip(sizes, sizes[1:], strict=False):
         layers += [nn.Linear(a, b), nn.ReLU()]

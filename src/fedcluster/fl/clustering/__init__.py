@@ -1,0 +1,42 @@
+"""Clustering methods for clustered FL, one module each, behind a small registry.
+
+``kmeans`` (the reference), ``hierarchical`` (FL+HC), ``ifca`` and ``cfl``; plus
+the pieces they share: clustering points (features, sketch), cluster matching,
+and diagnostics (SSE and silhouette per k, agreement with true groups).
+"""
+
+from . import cfl, hierarchical, ifca, kmeans  # noqa: F401  (explicit registration)
+from .base import METHODS, ClusterMethod, FedAvg, Grouping, RoundView, build_method
+from .cfl import CFL, bipartition, split_criterion
+from .diagnostics import agreement, best_k, scan_k, silhouette, within_sse
+from .features import PointSpace, pca2
+from .hierarchical import agglomerative_labels
+from .ifca import IFCA, ifca_assign
+from .kmeans import kmeans_labels
+from .match import match_clusters
+from .sketch import sketch
+
+__all__ = [
+    "CFL",
+    "IFCA",
+    "METHODS",
+    "ClusterMethod",
+    "FedAvg",
+    "Grouping",
+    "PointSpace",
+    "RoundView",
+    "agglomerative_labels",
+    "agreement",
+    "best_k",
+    "bipartition",
+    "build_method",
+    "ifca_assign",
+    "kmeans_labels",
+    "match_clusters",
+    "pca2",
+    "scan_k",
+    "silhouette",
+    "sketch",
+    "split_criterion",
+    "within_sse",
+]

@@ -1,0 +1,42 @@
+"""IFCA: the Iterative Federated Clustering Algorithm.
+
+Ghosh, Chung, Yin & Ramchandran, "An Efficient Framework for Clustered Federated
+Learning", NeurIPS 2020. The server keeps k models, initialised independently at
+random. Each round every sampled client evaluates all k models on its own
+training data and joins the one with the lowest loss (:func:`ifca_assign`), trains
+it, and the server averages the local models of each cluster (the paper's "model
+averaging" variant). A single random initialisation often lets one model win
+every client and the clusters merge; the paper therefore uses random restarts,
+chosen by training loss (``cluster.restarts``; see ``run.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ...config import ClusterConfig
+from .base import METHODS, Grouping, LossFn, RoundView
+
+__all__ = ["IFCA", "ifca_assign"]
+
+
+def ifca_assign(losses: torch.Tensor) -> np.ndarray:
+    """The lowest-loss model of each client, from losses ``[clients, k]`` (first on ties)."""
+    return losses.argmin(dim=1).cpu().numpy().astype(np.int64)
+
+
+class IFCA:
+    def __init__(self, cfg: ClusterConfig | None = None) -> None:
+        self.last_losses: torch.Tensor | None = None  # [m, k] of the latest assignment
+
+    def assign(self, round_: int, clients: np.ndarray, current: np.ndarray,
+               losses: LossFn) -> np.ndarray:
+        self.last_losses = losses(clients)
+        return ifca_assign(self.last_losses)
+
+    def group(self, view: RoundView) -> Grouping:
+        return Grouping(view.starts.copy(), clustered=True)
+
+
+METHODS.register("ifca")(IFCA)

@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+import torch
+
+from fedcluster.config import ConfigError, DataConfig, load_config
+from fedcluster.data import build_federation, load_dataset
+from fedcluster.data.shift import client_groups, label_permutation, rotate_images, shift_group
+
+torch.set_num_threads(1)
+
+
+def test_rot90_is_exact_and_counter_clockwise():
+    x = torch.arange(6, dtype=torch.uint8).view(1, 1, 2, 3)
+    square = torch.arange(9, dtype=torch.uint8).view(1, 1, 3, 3)
+    # counter-clockwise: the last column becomes the first row
+    assert rotate_images(square, 90)[0, 0, 0].tolist() == [2, 5, 8]
+    assert torch.equal(rotate_images(rotate_images(square, 90), 90), rotate_images(square, 180))
+    assert torch.equal(rotate_images(rotate_images(square, 180), 180), square)
+    assert torch.equal(rotate_images(square, 270), rotate_images(square, -90))
+    assert torch.equal(rotate_images(x, 180), x.flip(-1).flip(-2))  # 180 works on any shape
+    with pytest.raises(ValueError, match="square"):
+        rotate_images(x, 90)
+
+
+def test_other_angles_keep_the_size_and_move_pixels():
+    x = torch.zeros(2, 1, 9, 9, dtype=torch.uint8)
+    x[:, :, 4, 6:] = 255  # a bar to the right of the centre
+    out = rotate_images(x, 45)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert out[:, :, 4, 7].max() < 255  # the bar has moved away from where it was
+
+
+def test_label_permutation_is_seeded_identity_for_group_zero():
+    assert label_permutation(10, 0, 3).tolist() == list(range(10))
+    p1 = label_permutation(10, 1, 3)
+    assert sorted(p1.tolist()) == list(range(10)) and p1.tolist() != list(range(10))
+    assert label_permutation(10, 1, 3).tolist() == p1.tolist()
+    assert label_permutation(10, 2, 3).tolist() != p1.tolist()
+
+
+def test_shift_group_applies_the_permutation_to_labels_only():
+    x, y = torch.zeros(4, 1, 2, 2), torch.tensor([0, 1, 2, 3])
+    x2, y2 = shift_group(x, y, "permute-labels", 2, 3, 4, seed=5)
+    assert x2 is x
+    assert y2.tolist() == label_permutation(4, 2, 5)[[0, 1, 2, 3]].tolist()
+
+
+def test_client_groups_are_even_contiguous_blocks():
+    assert client_groups(10, 3).tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    with pytest.raises(ValueError):
+        client_groups(3, 4)
+
+
+def _fed(**kw):
+    cfg = DataConfig(num_clients=8, partition="iid", min_size=1, **kw)
+    base = load_dataset(cfg)
+    return base, build_federation(base, cfg, seed=0)
+
+
+def test_rotated_federation_rotates_train_and_eval_by_group():
+    base, fed = _fed(shift="rotate", groups=4)
+    n_train, n_test = len(base.train_y), len(base.test_y)
+    assert fed.groups.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert len(fed.dataset.train_y) == 4 * n_train  # replicated: every group has all of it
+    for c in range(8):
+        g = int(fed.groups[c])
+        tr = fed.train_idx[c]
+        assert ((tr >= g * n_train) & (tr < (g + 1) * n_train)).all()
+        orig = torch.from_numpy(tr - g * n_train)
+        want = torch.rot90(base.train_x[orig], g, dims=(-2, -1))
+        assert torch.equal(fed.dataset.train_x[torch.from_numpy(tr)], want)
+        assert torch.equal(fed.dataset.train_y[torch.from_numpy(tr)], base.train_y[orig])
+        ev = fed.eval_idx[c]
+        assert ((ev >= g * n_test) & (ev < (g + 1) * n_test)).all()
+        orig_ev = torch.from_numpy(ev - g * n_test)
+        assert torch.equal(fed.dataset.test_x[torch.from_numpy(ev)],
+                           torch.rot90(base.test_x[orig_ev], g, dims=(-2, -1)))
+    # inside a group the clients split the group's copy without overlap
+    both = np.concatenate([fed.train_idx[0], fed.train_idx[1]])
+    assert len(np.unique(both)) == len(both) == n_train
+
+
+def test_permuted_federation_permutes_train_and_eval_alike():
+    base, fed = _fed(shift="permute-labels", groups=2)
+    n_train, n_test = len(base.train_y), len(base.test_y)
+    for c in (0, 7):
+        g = int(fed.groups[c])
+        perm = torch.from_numpy(label_permutation(10, g, 0))
+        tr, ev = torch.from_numpy(fed.train_idx[c]), torch.from_numpy(fed.eval_idx[c])
+        assert torch.equal(fed.dataset.train_y[tr], perm[base.train_y[tr - g * n_train]])
+        assert torch.equal(fed.dataset.test_y[ev], perm[base.test_y[ev - g * n_test]])
+        assert torch.equal(fed.dataset.train_x[tr], base.train_x[tr - g * n_train])
+
+
+def test_disjoint_pools_without_replication():
+    base, fed = _fed(shift="rotate", groups=2, replicate=False)
+    assert len(fed.dataset.train_y) == len(base.train_y)
+    assert len(fed.dataset.test_y) == len(base.test_y)
+    every = np.concatenate(fed.train_idx)
+    assert len(np.unique(every)) == len(every) == len(base.train_y)
+
+
+def test_shift_config_is_validated():
+    with pytest.raises(ConfigError, match="data.shift"):
+        load_config(None, ["data.shift=rotate"])
+    with pytest.raises(ConfigError, match="data.groups"):
+        load_config(None, ["data.groups=50", "data.num_clients=20"])
+    with pytest.raises(ConfigError, match="data.shift"):
+        load_config(None, ["data.shift=flip", "data.groups=2"])
