@@ -88,6 +88,7 @@ class DataConfig(_Section):
     shift: Literal["none", "rotate", "permute-labels"] = "none"
     groups: int = 1
     replicate: bool = True
+    normalize: bool = True  # false: inputs scaled to [0, 1] only
 
     def __post_init__(self) -> None:
         self._check("image_size", self.image_size >= 8, "an integer >= 8 (pixels)")

@@ -8,6 +8,7 @@ whether its files are present.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -77,5 +78,13 @@ def digits(cfg: DataConfig) -> ArrayDataset:
 
 
 def load_dataset(cfg: DataConfig) -> ArrayDataset:
-    """Load ``cfg.dataset`` (all files checked, and downloaded if asked, before returning)."""
-    return DATASETS.get(cfg.dataset)(cfg)
+    """Load ``cfg.dataset`` (all files checked, and downloaded if asked, before returning).
+
+    With ``cfg.normalize = false`` inputs are only scaled to [0, 1] (mean 0, std 1 per
+    channel), as in IFCA's rotated-MNIST setting.
+    """
+    ds = DATASETS.get(cfg.dataset)(cfg)
+    if not cfg.normalize:
+        channels = len(ds.mean)
+        ds = dataclasses.replace(ds, mean=(0.0,) * channels, std=(1.0,) * channels)
+    return ds

@@ -9,7 +9,7 @@ from . import cfl, hierarchical, ifca, kmeans  # noqa: F401  (explicit registrat
 from .base import METHODS, ClusterMethod, FedAvg, Grouping, RoundView, build_method
 from .cfl import CFL, bipartition, split_criterion
 from .diagnostics import agreement, best_k, scan_k, silhouette, within_sse
-from .features import PointSpace, pca2
+from .features import PointSpace, principal_coords
 from .hierarchical import agglomerative_labels
 from .ifca import IFCA, ifca_assign
 from .kmeans import kmeans_labels
@@ -33,7 +33,7 @@ __all__ = [
     "ifca_assign",
     "kmeans_labels",
     "match_clusters",
-    "pca2",
+    "principal_coords",
     "scan_k",
     "silhouette",
     "sketch",

@@ -9,7 +9,9 @@ update ``local - start`` (what CFL and FL+HC cluster, from a shared start).
 
 ``metric = "cosine"`` scales every row to unit length first. ``reduce``: ``pca2``
 (the reference: PCA to 2-D), ``sketch`` (a seeded random projection, sketch.py),
-or ``none``.
+or ``none``. ``none`` loses nothing yet is cheap: ``m`` points span at most
+``m - 1`` dimensions, so they are clustered in exact principal coordinates
+(from the ``m x m`` Gram matrix), which keep every pairwise distance.
 """
 
 from __future__ import annotations
@@ -18,17 +20,30 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.decomposition import PCA
 
 from .sketch import sketch
 
-__all__ = ["PointSpace", "pca2"]
+__all__ = ["PointSpace", "principal_coords"]
 
 
-def pca2(points: np.ndarray, seed: int) -> np.ndarray:
-    """The first two principal coordinates of ``points`` (fewer if fewer rows/columns)."""
-    dims = min(2, points.shape[0], points.shape[1])
-    return PCA(n_components=dims, random_state=seed % 2**32).fit_transform(points)
+def principal_coords(x: torch.Tensor, chunk: int = 1 << 16) -> np.ndarray:
+    """Coordinates ``[m, r]`` of the rows of ``x`` ``[m, D]`` on their principal axes
+    (largest variance first, ``r <= m - 1``): pairwise distances are kept exactly.
+
+    Computed from the centred Gram matrix, accumulated in float64 over column chunks,
+    so no float64 copy of ``x`` is made.
+    """
+    mean = x.mean(dim=0, dtype=torch.float64)
+    gram = torch.zeros(x.shape[0], x.shape[0], dtype=torch.float64, device=x.device)
+    for start in range(0, x.shape[1], chunk):
+        piece = x[:, start:start + chunk].double() - mean[start:start + chunk]
+        gram += piece @ piece.T
+    values, vectors = torch.linalg.eigh(gram.cpu())
+    values, vectors = values.flip(0), vectors.flip(1)
+    keep = values > values[0].clamp_min(0) * 1e-12 if len(values) else values > 0
+    if not keep.any():
+        return np.zeros((x.shape[0], 1))
+    return (vectors[:, keep] * values[keep].sqrt()).numpy()
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,8 @@ class PointSpace:
             x = torch.nn.functional.normalize(x.float(), dim=1)
         if self.reduce == "sketch":
             x = sketch(x, self.sketch_dim, self.seed)
-        points = x.detach().to("cpu", torch.float64).numpy()
-        coords = pca2(points, self.seed)
-        return (coords if self.reduce == "pca2" else points), coords
+        coords = principal_coords(x.detach())
+        coords2 = coords[:, :2]
+        if self.reduce == "sketch":
+            return x.detach().to("cpu", torch.float64).numpy(), coords2
+        return (coords2 if self.reduce == "pca2" else coords), coords2
