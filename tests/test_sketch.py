@@ -12,12 +12,17 @@ def test_sketch_is_seeded_and_independent_of_chunking_and_batching():
     assert a.shape == (5, 32)
     assert torch.allclose(sketch(x, 32, seed=3, chunk=1000), a)
     assert not torch.allclose(sketch(x, 32, seed=4, chunk=1000), a)
-    # the projection is drawn per chunk: other chunk sizes give another (equally valid) R,
-    # but one vector alone meets the same R as in a batch
+    # the projection is drawn per chunk: other chunk sizes give another (equally valid)
+    # projection, but one vector alone meets the same one as in a batch
     b = sketch(x, 32, seed=3, chunk=128)
     assert torch.allclose(sketch(x[2], 32, seed=3, chunk=128), b[2], atol=1e-5)
     # linear: sketch(x + y) = sketch(x) + sketch(y)
     assert torch.allclose(sketch(x[0] + x[1], 32, 3, 128), b[0] + b[1], atol=1e-4)
+    # one +-1 per coordinate: a basis vector lands, signed, in exactly one bucket
+    e = torch.zeros(1000)
+    e[417] = 2.0
+    hit = sketch(e, 32, seed=3, chunk=128)
+    assert (hit != 0).sum() == 1 and hit.abs().max() == 2.0
 
 
 def test_sketch_keeps_distances_roughly():
