@@ -4,8 +4,13 @@ Runs ``examples/rotated-digits.toml`` (or another config) for each seed and each
 variant given as ``label:key=value,key=value`` and prints one row per run and the
 mean per variant. Example (the README's table)::
 
-    python benchmarks/clustering_acceptance.py --seeds 0 1 2 \\
-        kmeans: fedavg:cluster.k=1 ifca:cluster.method=ifca,cluster.restarts=3
+    PYTHONPATH=src python benchmarks/clustering_acceptance.py --seeds 0 1 2 \\
+        kmeans: fedavg:cluster.k=1 \\
+        ifca-3:cluster.method=ifca,cluster.restarts=3 ifca-1:cluster.method=ifca \\
+        cfl:cluster.method=cfl,cluster.cfl_eps1=0.25,cluster.cfl_eps2=0.35,cluster.k_max=4 \\
+        fl+hc:cluster.method=hierarchical,cluster.metric=cosine,cluster.warmup_rounds=2 \\
+        kmeans-pca2:cluster.reduce=pca2 \\
+        kmeans-updates:cluster.features=updates,cluster.metric=cosine
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ class RunFiles(Callback):
             "num_classes": ctx.federation.dataset.num_classes,
             "train": train.tolist(),
             "eval": test.tolist(),
+            "groups": ctx.federation.groups.tolist(),  # each client's true group
         }
         (self.run_dir / "partition.json").write_text(json.dumps(partition), encoding="utf-8")
         self._metrics = open(  # noqa: SIM115 (open for the whole run)
