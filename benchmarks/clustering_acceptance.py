@@ -34,6 +34,7 @@ def run_one(config: str, overrides: list[str], seed: int) -> dict[str, float]:
     final = summary.final
     assert final is not None
     return {"seed": seed, "ari": final.ari, "nmi": final.nmi, "accuracy": final.accuracy,
+            "worst_ari": min(r.ari for r in summary.rounds if r.ari is not None),
             "client_p10": final.client_accuracy.get("p10"), "k": len(final.clusters),
             "seconds": time.perf_counter() - t0}
 
@@ -52,7 +53,8 @@ def main() -> None:
         for seed in args.seeds:
             row = {"variant": label, **run_one(args.config, overrides, seed)}
             rows.append(row)
-            print(f"{label:>14} seed {seed}: ARI {row['ari']:.3f} NMI {row['nmi']:.3f} "
+            print(f"{label:>14} seed {seed}: ARI {row['ari']:.3f} (worst round "
+                  f"{row['worst_ari']:.3f}) NMI {row['nmi']:.3f} "
                   f"acc {row['accuracy']:.3f} p10 {row['client_p10']:.3f} k {row['k']} "
                   f"{row['seconds']:.1f}s", flush=True)
         mine = [r for r in rows if r["variant"] == label]

@@ -65,10 +65,13 @@ def prepare(cfg: Config, run_dir: Path | None = None) -> tuple[RunContext, Engin
 
 
 def initial_models(cfg: Config, ctx: RunContext, restart: int = 0) -> torch.Tensor:
-    """The starting cluster models: the run's initial model, or for IFCA ``k``
-    independent random initialisations (a different set for each restart)."""
+    """The starting cluster models ``[K, D]``: ``k`` copies of the run's initial model
+    (one copy when k is discovered: ``k = "auto"`` or CFL, where clusters open as they
+    are found), or for IFCA ``k`` independent random initialisations (another set for
+    each restart)."""
     if cfg.cluster.method != "ifca":
-        return ctx.model.vector()
+        copies = 1 if cfg.cluster.k == "auto" or cfg.cluster.method == "cfl" else cfg.cluster.k
+        return ctx.model.vector().unsqueeze(0).repeat(int(copies), 1)
     ds = ctx.federation.dataset
     spec = ModelSpec(ds.input_shape, ds.num_classes)
     seeds = [key_seed(cfg.seed, INIT, restart, i) for i in range(int(cfg.cluster.k))]

@@ -10,6 +10,7 @@ model set grows when a method opens a new cluster (a copy of its parent model).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 from ..rng import CLUSTER, key_seed
 from .aggregate import group_means, server_step
 from .client import Update
-from .clustering import ClusterMethod, FedAvg, PointSpace, RoundView
+from .clustering import ClusterMethod, FedAvg, Grouping, PointSpace, RoundView
 from .clustering.diagnostics import scan_k, silhouette, within_sse
 from .clustering.kmeans import kmeans_labels
 
@@ -72,12 +73,12 @@ class ClusterServer:
         return int(np.bincount(placed, minlength=self.k).argmax()) if len(placed) else 0
 
     def assign(self, round_: int, clients: np.ndarray,
-               losses: Any) -> np.ndarray:
+               losses: Callable[[torch.Tensor, Sequence[int]], torch.Tensor]) -> np.ndarray:
         """Let the method place the sampled clients before training; ``losses(vectors,
         clients)`` gives each vector's training loss on each client (``[clients, K]``)."""
         self._prior = self.assignment.copy()
         chosen = self.method.assign(round_, clients, self.assignment[clients].copy(),
-                                    lambda sub: losses(self.models, sub))
+                                    lambda sub: losses(self.models, sub.tolist()))
         placed = chosen >= 0
         self.assignment[clients[placed]] = chosen[placed]
         return np.array([self.start_cluster(int(c)) for c in clients], dtype=np.int64)
@@ -110,18 +111,20 @@ class ClusterServer:
         new_models = self.models.clone()
         for j in np.flatnonzero(totals.cpu().numpy() > 0):
             new_models[j] = server_step(self.models[j], means[j], self.lr)
+        if grouping.broadcast:
+            new_models[1:] = new_models[0]
         self.models = new_models
         self.assignment[clients] = labels
         empty = sorted(set(range(self.k)) - {int(c) for c in labels})
         if empty and self.clustering:
-            log.info("round %d: cluster(s) %s received no clients; keeping their models",
+            log.warning("round %d: cluster(s) %s received no clients; keeping their models",
                      round_, empty)
         if not self.clustering:
             return StepInfo(labels, None, None, empty)
         diag = self._diagnostics(grouping, points, labels, previous, view.seed)
         return StepInfo(labels, coords, within_sse(points, labels), empty, diag)
 
-    def _diagnostics(self, grouping: Any, points: np.ndarray, labels: np.ndarray,
+    def _diagnostics(self, grouping: Grouping, points: np.ndarray, labels: np.ndarray,
                      previous: np.ndarray, seed: int) -> dict[str, Any]:
         sse, sil = grouping.sse_per_k, grouping.silhouette_per_k
         if grouping.clustered and sse is None:  # the elbow curve, for any method

@@ -49,6 +49,7 @@ class Grouping:
     sse_per_k: dict[int, float] | None = None
     silhouette_per_k: dict[int, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # method-specific diagnostics
+    broadcast: bool = False  # warm-up FedAvg: every model takes cluster 0's new value
 
 
 class ClusterMethod(Protocol):

@@ -66,7 +66,7 @@ class CFL:
                 labels[idx[halves == 1]] = next_id
                 parents[next_id] = int(c)
                 next_id += 1
-        return Grouping(labels, parents, True, extra={"cfl_norms": norms})
+        return Grouping(labels, parents, clustered=True, extra={"cfl_norms": norms})
 
 
 METHODS.register("cfl")(CFL)

@@ -28,12 +28,11 @@ def ifca_assign(losses: torch.Tensor) -> np.ndarray:
 
 class IFCA:
     def __init__(self, cfg: ClusterConfig | None = None) -> None:
-        self.last_losses: torch.Tensor | None = None  # [m, k] of the latest assignment
+        pass
 
     def assign(self, round_: int, clients: np.ndarray, current: np.ndarray,
                losses: LossFn) -> np.ndarray:
-        self.last_losses = losses(clients)
-        return ifca_assign(self.last_losses)
+        return ifca_assign(losses(clients))
 
     def group(self, view: RoundView) -> Grouping:
         return Grouping(view.starts.copy(), clustered=True)

@@ -52,7 +52,7 @@ class UpdateClustering:
     def group(self, view: RoundView) -> Grouping:
         m = len(view.clients)
         if view.round <= self.warmup:
-            return Grouping(np.zeros(m, dtype=np.int64))
+            return Grouping(np.zeros(m, dtype=np.int64), broadcast=True)
         if self.schedule == "once" and self.clustered:
             return Grouping(view.starts.copy())
         sse, sil, labels = scan_k(view.points, lambda p, k: self.fit(p, k, view.seed),
@@ -71,4 +71,5 @@ class UpdateClustering:
         parents = {int(perm[g]): int(np.bincount(view.starts[raw == g]).argmax())
                    for g in range(n_groups) if perm[g] >= len(view.models)}
         self.clustered.update(int(c) for c in view.clients)
-        return Grouping(out, parents, True, sse, sil, {"k_chosen": n_groups})
+        return Grouping(out, parents, clustered=True, sse_per_k=sse, silhouette_per_k=sil,
+                        extra={"k_chosen": n_groups})
