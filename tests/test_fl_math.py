@@ -3,19 +3,27 @@ import pytest
 import torch
 from torch import nn
 
-from fedcluster.config import ClientConfig
+from fedcluster.config import ClientConfig, ClusterConfig
 from fedcluster.fl import (
     ClusterServer,
     FlatModel,
     Update,
+    build_method,
     group_means,
-    kmeans_cluster,
     local_train,
     match_clusters,
     sample_clients,
     server_step,
     weighted_mean,
 )
+from fedcluster.fl.clustering import PointSpace, kmeans_labels
+
+
+def _kmeans_server(initial, k, num_clients, lr, reduce="pca2"):
+    """The reference's setup: k copies of ``initial``, KMeans every round on the updates."""
+    method = build_method(ClusterConfig(k=k, reduce=reduce))
+    return ClusterServer(initial.unsqueeze(0).repeat(k, 1), num_clients, lr, method,
+                         PointSpace(reduce=reduce))
 
 
 def test_weighted_mean_exact():
@@ -122,25 +130,25 @@ def _same_partition(a, b):
 def test_kmeans_recovers_known_groups(reduce):
     centres = torch.randn(3, 50, generator=torch.Generator().manual_seed(1)) * 3
     pts, truth = _groups(centres)
-    found = kmeans_cluster(pts, 3, seed=0, reduce=reduce)
-    assert _same_partition(found.labels, truth)
-    assert (found.coords is not None) == (reduce == "pca2")
+    points, coords = PointSpace(features="updates", reduce=reduce).points(pts, pts, pts[0] * 0)
+    assert points.shape[1] == (2 if reduce == "pca2" else len(pts) - 1) and coords.shape[1] == 2
+    assert _same_partition(kmeans_labels(points, 3, seed=0), truth)
 
 
 def test_match_clusters_follows_models_not_labels():
     models = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     candidates = torch.tensor([[0.0, 9.0], [1.0, 0.0], [9.0, 1.0]])
-    perm = match_clusters(candidates, np.array([True, True, True]), models)
+    perm = match_clusters(candidates, models)
     assert perm.tolist() == [2, 0, 1]
-    perm = match_clusters(candidates, np.array([True, False, True]), models)
-    assert perm[0] == 2 and perm[2] == 1 and perm[1] == 0
+    perm = match_clusters(candidates[[0, 2]], models)  # fewer groups than models
+    assert perm.tolist() == [2, 1]
 
 
 def test_server_keeps_cluster_identity_across_rounds():
     """Two fixed groups of clients push in opposite directions; whatever labels KMeans
     draws, each group stays with the same cluster id round after round."""
     dim, k = 20, 2
-    server = ClusterServer(torch.zeros(dim), k, num_clients=8, lr=1.0)
+    server = _kmeans_server(torch.zeros(dim), k, num_clients=8, lr=1.0)
     direction = torch.zeros(2, dim)
     direction[0, 0], direction[1, 1] = 1.0, 1.0
     truth = np.array([0, 0, 0, 0, 1, 1, 1, 1])
@@ -164,7 +172,7 @@ def test_server_keeps_cluster_identity_across_rounds():
 
 
 def test_empty_cluster_keeps_its_model(caplog):
-    server = ClusterServer(torch.zeros(3), 3, num_clients=3, lr=1.0)
+    server = _kmeans_server(torch.zeros(3), 3, num_clients=3, lr=1.0)
     same = torch.ones(3)
     updates = [Update(c, same.clone(), 5, 0.0, 1) for c in range(3)]  # one distinct point
     info = server.step(updates, seed=0, round_=1)
@@ -175,6 +183,6 @@ def test_empty_cluster_keeps_its_model(caplog):
 
 
 def test_unassigned_client_starts_from_largest_cluster():
-    server = ClusterServer(torch.zeros(2), 2, num_clients=5, lr=1.0)
+    server = _kmeans_server(torch.zeros(2), 2, num_clients=5, lr=1.0)
     server.assignment[:] = [1, 1, 0, -1, -1]
     assert server.start_cluster(3) == 1 and server.start_cluster(2) == 0
