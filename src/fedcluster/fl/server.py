@@ -118,7 +118,7 @@ class ClusterServer:
         empty = sorted(set(range(self.k)) - {int(c) for c in labels})
         if empty and self.clustering:
             log.warning("round %d: cluster(s) %s received no clients; keeping their models",
-                     round_, empty)
+                        round_, empty)
         if not self.clustering:
             return StepInfo(labels, None, None, empty)
         diag = self._diagnostics(grouping, points, labels, previous, view.seed)
