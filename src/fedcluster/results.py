@@ -84,7 +84,8 @@ class RoundResult:
                 "loss": _num(self.loss), "seconds": round(self.seconds, 4), "sse": _num(self.sse),
                 "empty_clusters": self.empty, "k": len(self.clusters),
                 "ari": _num(self.ari), "nmi": _num(self.nmi),
-                **{f"client_accuracy_{q}": _num(v) for q, v in self.client_accuracy.items()},
+                **{f"client_accuracy_{q}": _num(self.client_accuracy.get(q))
+                   for q in ("mean", "p10", "min")},
                 **diag,
                 "clusters": [c.to_json() for c in self.clusters],
                 "clients": [c.to_json() for c in self.clients]}
