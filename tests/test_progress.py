@@ -98,3 +98,28 @@ def test_quiet_and_progress_flags_choose_callbacks() -> None:
     assert Progress not in [type(c) for c in default_callbacks(cfg, None, progress="off")]
     quiet = [type(c) for c in default_callbacks(cfg, None, quiet=True)]
     assert ConsoleTable not in quiet and Progress not in quiet
+
+
+def test_console_table_reprints_its_header_when_clusters_are_added():
+    import io
+
+    from rich.console import Console
+
+    from fedcluster.results import ClusterResult, RoundResult
+
+    out = io.StringIO()
+    table = ConsoleTable(Console(file=out, width=200))
+    table._header(2)
+
+    def result(r, k):
+        clusters = [ClusterResult(i, [i], 0.5, 0.9, 1.0, 10) for i in range(k)]
+        return RoundResult(r, 0.5, 0.9, 1.0, clusters, [], 0.1)
+
+    table.on_round_end(result(1, 2))
+    table.on_round_end(result(2, 3))  # CFL split a cluster
+    table.on_round_end(result(3, 3))
+    lines = out.getvalue().splitlines()
+    headers = [i for i, line in enumerate(lines) if line.lstrip().startswith("round")]
+    assert headers == [0, 2]
+    assert "c2 acc" in lines[2] and "c2 acc" not in lines[0]
+    assert lines[3].count("│") == lines[2].count("│") == 4

@@ -37,12 +37,18 @@ class ConsoleTable(Callback):
             f"{cfg.clients_per_round} per round, k={self.k}, {cfg.rounds} rounds, "
             f"{cfg.model.name} ({ctx.model.numel:,} parameters) on {ctx.device}"
         )
+        self._header(self.k)
+
+    def _header(self, k: int) -> None:
         head = f"{'round':>5} {'acc':>6} {'loss':>6} "
-        for i in range(self.k):
+        for i in range(k):
             head += f"│ {'c' + str(i) + ' acc':>7} {'loss':>6} {'n':>4} "
         self.console.print(f"[bold]{head}│ {'time':>6}[/]")
+        self.k = k
 
     def on_round_end(self, result: RoundResult) -> None:
+        if len(result.clusters) != self.k:  # CFL or auto-k changed the number of clusters
+            self._header(len(result.clusters))
         row = f"{result.round:>5} {_f(result.accuracy)} {_f(result.loss)} "
         for c in result.clusters:
             row += f"│ {_f(c.accuracy, 7)} {_f(c.loss)} {len(c.members):>4} "
