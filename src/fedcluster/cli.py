@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -72,11 +73,16 @@ def _run_overrides(args: argparse.Namespace, overrides: list[str]) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .callbacks import default_callbacks
+    from .dist import launched
     from .run import run_federation
 
     path, overrides = _split_args(args.config)
     _setup_logging(args.verbose, args.quiet)
     cfg = load_config(path, _run_overrides(args, overrides), plugins=args.plugin)
+    if _launch_requested(args):
+        return _launch(cfg, args, path, _run_overrides(args, overrides))
+    if launched():
+        return _run_rank(cfg, args)
     run_dir = _run_dir(cfg, args.out)
     callbacks = default_callbacks(cfg, run_dir, quiet=args.quiet, progress=args.progress)
     run_federation(cfg, callbacks, run_dir)
@@ -115,6 +121,63 @@ def cmd_report(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(str(e)) from None
     print(f"{len(files)} figures in {run_dir / 'figures'}; report: {out}")
+    return 0
+
+
+def _launch_requested(args: argparse.Namespace) -> bool:
+    return any(v is not None for v in (args.nproc, args.nnodes, args.node_rank,
+                                       args.rdzv_endpoint))
+
+
+def _launch(cfg: Config, args: argparse.Namespace, path: str | None,
+            overrides: list[str]) -> int:
+    """Start the workers through torchrun; each runs this command without the launch flags."""
+    from .dist import launched
+    from .launch import launch_workers, torchrun_args, worker_threads
+
+    if launched():
+        raise ConfigError("--nproc/--nnodes given, but this process already runs under "
+                          "torchrun; drop the launch flags")
+    nproc = args.nproc or 1
+    run_dir = _run_dir(cfg, args.out)
+    worker = ["run", *([path] if path else []), *overrides, "--out", str(run_dir)]
+    worker += [f"--plugin={p}" for p in args.plugin]
+    worker += ["--quiet"] * args.quiet + ["--verbose"] * args.verbose
+    worker += ["--progress", args.progress]
+    torchrun = torchrun_args(nproc, worker, args.nnodes or 1, args.node_rank,
+                             args.rdzv_endpoint, cfg.run.timeout_s)
+    launch_workers(torchrun, worker_threads(nproc))
+    return 0
+
+
+class Terminated(Exception):
+    """The launcher asked this worker to stop (it does so when another worker failed)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(f"stopped by signal {signum}: the launcher stops every worker when one "
+                     "fails or is interrupted")
+
+
+def _run_rank(cfg: Config, args: argparse.Namespace) -> int:
+    """One rank of a torchrun launch: rank 0 writes and prints, the others only compute."""
+    from .callbacks import default_callbacks
+    from .dist import init_distributed, shutdown
+    from .run import run_federation
+
+    run_dir = _run_dir(cfg, args.out)
+    info = init_distributed(cfg.run)
+    try:
+        if not info.is_main:  # the other ranks report errors only
+            log.setLevel(logging.ERROR)
+        signal.signal(signal.SIGTERM, _terminate)  # so rank 0 still writes summary and models
+        if info.is_main:
+            callbacks = default_callbacks(cfg, run_dir, quiet=args.quiet, progress=args.progress)
+            run_federation(cfg, callbacks, run_dir, info)
+        else:
+            run_federation(cfg, [], None, info)
+    finally:
+        shutdown()
     return 0
 
 
@@ -197,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--gpu", type=int, metavar="N",
                    help="the reference's flag: run.device = cuda:N (-1: cpu)")
     _plugin_arg(r)
+    d = r.add_argument_group("multi-process (through torch.distributed.run)")
+    d.add_argument("--nproc", type=int, metavar="N", help="start N worker processes here")
+    d.add_argument("--nnodes", type=int, metavar="N", help="number of machines taking part")
+    d.add_argument("--node-rank", type=int, metavar="R",
+                   help="this machine's rank (0 writes the run directory)")
+    d.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                   help="rendezvous address: node 0's address, reachable from every node")
     r.set_defaults(func=cmd_run)
     v = sub.add_parser("validate", help="check a config file without running it")
     v.add_argument("file")
@@ -226,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .data.files import DataError
     from .data.partition import PartitionError
+    from .engines.collectives import DistributedError
+    from .launch import LaunchError
 
     args = build_parser().parse_args(argv)
     try:
@@ -233,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, PartitionError, DataError) as e:
         print(f"fedcluster: error: {e}", file=sys.stderr)
         return 2
+    except (DistributedError, LaunchError, Terminated) as e:
+        print(f"fedcluster: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("fedcluster: interrupted", file=sys.stderr)
         return 130

@@ -75,7 +75,7 @@ class DataConfig(_Section):
     dataset: str = "digits"
     root: str = "data"
     num_clients: int = 20
-    partition: Literal["iid", "dirichlet", "shards"] = "dirichlet"
+    partition: Literal["iid", "dirichlet", "shards", "local"] = "dirichlet"
     alpha: float = 0.5
     shards_per_client: int = 2
     min_size: int = 10
@@ -219,6 +219,8 @@ class RunConfig(_Section):
     threads: int = 0
     eval_batch_size: int = 1024
     out: str = "runs"
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # multi-process runs: auto = nccl on GPU
+    timeout_s: float = 300.0  # how long a collective may wait for the other ranks
 
     def __post_init__(self) -> None:
         ok = self.device in ("auto", "cpu", "cuda") or (
@@ -227,6 +229,7 @@ class RunConfig(_Section):
         self._check("device", ok, '"auto", "cpu", "cuda" or "cuda:N"')
         self._check("threads", self.threads >= 0, "an integer >= 0 (0 = torch's default)")
         self._check("eval_batch_size", self.eval_batch_size >= 1, "an integer >= 1")
+        self._check("timeout_s", self.timeout_s > 0, "a number of seconds > 0")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ cluster's model -> the server clusters the updates and aggregates each cluster
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -16,9 +19,13 @@ import numpy as np
 import torch
 
 from .callbacks.base import Callback, CallbackList
-from .config import Config
+from .config import Config, ConfigError
 from .data import build_augment, build_federation, load_dataset
+from .data.federation import Federation
+from .dist import DistInfo
 from .engines import Engine, SequentialEngine
+from .engines.collectives import Collectives, DistributedError
+from .engines.distributed import DistributedEngine
 from .fl.clustering import PointSpace, agreement, build_method
 from .fl.evaluate import EvalStats
 from .fl.flat import FlatModel
@@ -42,26 +49,65 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_context(cfg: Config, run_dir: Path | None = None) -> RunContext:
-    """Load data, partition it and build the model on its device; no engine, no training."""
+def build_context(cfg: Config, run_dir: Path | None = None,
+                  dist: DistInfo | None = None) -> RunContext:
+    """Load data, partition it and build the model on its device; no engine, no training.
+
+    With ``dist`` (a started process group) the model lives on the rank's device and,
+    with ``data.partition = "local"``, the data is this rank's own.
+    """
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    device = resolve_device(cfg.run.device)
-    dataset = load_dataset(cfg.data)
-    federation = build_federation(dataset, cfg.data, cfg.seed)
+    device = dist.device if dist is not None else resolve_device(cfg.run.device)
+    site, sites = (dist.rank, dist.world_size) if dist is not None else (0, 1)
+    data_cfg = cfg.data
+    if data_cfg.partition == "local":  # each rank's own data: data.root may name its rank
+        data_cfg = dataclasses.replace(data_cfg, root=data_cfg.root.replace("{rank}", str(site)))
+    dataset = load_dataset(data_cfg)
+    federation = build_federation(dataset, data_cfg, cfg.seed, site, sites)
     spec = ModelSpec(dataset.input_shape, dataset.num_classes)
     module = build_model(spec, cfg.model, key_seed(cfg.seed, INIT)).to(device)
     return RunContext(cfg, run_dir, federation, FlatModel(module), device)
 
 
-def prepare(cfg: Config, run_dir: Path | None = None) -> tuple[RunContext, Engine]:
-    """Load data, partition it, build the model and the engine; no training yet."""
-    ctx = build_context(cfg, run_dir)
+def prepare(cfg: Config, run_dir: Path | None = None,
+            dist: DistInfo | None = None) -> tuple[RunContext, Engine]:
+    """Load data, partition it, build the model and the engine; no training yet.
+
+    With ``dist`` the engine is distributed over the process group's ranks.
+    """
+    ctx = build_context(cfg, run_dir, dist)
     dataset = ctx.federation.dataset
     augment = build_augment(dataset.augmentation, dataset.mean, dataset.std, cfg.data.augment)
-    engine = SequentialEngine(ctx.federation, ctx.model, cfg.client, cfg.seed,
-                              cfg.run.eval_batch_size, augment)
+    engine: Engine = SequentialEngine(ctx.federation, ctx.model, cfg.client, cfg.seed,
+                                      cfg.run.eval_batch_size, augment)
+    if dist is not None:
+        engine = _distribute(engine, cfg, ctx.federation, ctx.model, dist)
     return ctx, engine
+
+
+def _fingerprint(cfg: Config) -> int:
+    """A hash of everything that must be equal on every rank: not the data root, the
+    per-machine ``[run]`` settings, or what only rank 0 does (output sections)."""
+    same = cfg.to_dict()
+    same["data"]["root"] = ""
+    for local in ("run", "plots", "tensorboard", "notify"):
+        same.pop(local, None)
+    text = json.dumps(same, sort_keys=True, default=str)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:7], "big")
+
+
+def _distribute(local: Engine, cfg: Config, federation: Federation, model: FlatModel,
+                dist: DistInfo) -> DistributedEngine:
+    n = federation.num_clients
+    home = None
+    if cfg.data.partition == "local":
+        home = np.arange(n) // (n // dist.world_size)
+    eval_sizes = np.array([len(i) for i in federation.eval_idx])
+    engine = DistributedEngine(local, Collectives(dist), federation.train_sizes(), eval_sizes,
+                               home)
+    engine.check_same([_fingerprint(cfg), model.numel], "configuration and model size")
+    return engine
 
 
 def initial_models(cfg: Config, ctx: RunContext, restart: int = 0) -> torch.Tensor:
@@ -112,6 +158,7 @@ def _fairness(per_client: dict[int, float]) -> dict[str, float]:
 
 def _round(r: int, cfg: Config, engine: Engine, server: ClusterServer, truth: np.ndarray,
            callbacks: CallbackList) -> RoundResult:
+    reducer = engine if isinstance(engine, DistributedEngine) else None
     t0 = time.perf_counter()
     sampled = sample_clients(server.assignment.size, cfg.clients_per_round, cfg.seed, r)
     callbacks.round_start(r, sampled.tolist())
@@ -121,7 +168,7 @@ def _round(r: int, cfg: Config, engine: Engine, server: ClusterServer, truth: np
     for update in engine.train(r, jobs):
         updates.append(update)
         callbacks.client_done(r, update)
-    info = server.step(updates, cfg.seed, r)
+    info = server.step(updates, cfg.seed, r, reducer)
     clusters, total, per_client = _evaluate(engine, server)
     clients = [
         ClientResult(u.client, int(info.clusters[j]), u.train_loss, u.num_examples, u.steps,
@@ -159,17 +206,23 @@ def choose_ifca_restart(cfg: Config, ctx: RunContext, engine: Engine) -> int:
 
 
 def run_federation(cfg: Config, callbacks: Sequence[Callback] = (),
-                   run_dir: Path | None = None) -> RunSummary:
+                   run_dir: Path | None = None, dist: DistInfo | None = None) -> RunSummary:
     """Run ``cfg`` to the end (or an early stop), reporting through ``callbacks``.
 
     ``mode = "centralized"`` trains one model on the pooled data instead (see
-    :mod:`fedcluster.centralized`).
+    :mod:`fedcluster.centralized`). In a multi-process run (``dist`` given) every rank
+    calls this with the same config; only rank 0 should be handed callbacks that write
+    or print.
     """
     if cfg.mode == "centralized":
+        if dist is not None:
+            raise ConfigError('mode = "centralized" trains in one process; run it without '
+                              "torchrun or --nproc")
         from .centralized import run_centralized
 
         return run_centralized(cfg, callbacks, run_dir)
-    ctx, engine = prepare(cfg, run_dir)
+    ctx, engine = prepare(cfg, run_dir, dist)
+    reducer = engine if isinstance(engine, DistributedEngine) else None
     restart = 0
     if cfg.cluster.method == "ifca" and cfg.cluster.restarts > 1:
         restart = choose_ifca_restart(cfg, ctx, engine)
@@ -183,12 +236,18 @@ def run_federation(cfg: Config, callbacks: Sequence[Callback] = (),
         for r in range(1, cfg.rounds + 1):
             result = _round(r, cfg, engine, server, ctx.federation.groups, cbs)
             rounds.append(result)
-            if cbs.round_end(result):
+            stop = cbs.round_end(result)
+            if reducer is not None:  # every rank stops together
+                stop = reducer.any(stop)
+            if stop:
                 stopped = r < cfg.rounds
                 break
     except BaseException as e:
+        error = f"{type(e).__name__}: {e}"
+        if reducer is not None and not isinstance(e, DistributedError):
+            reducer.comm.report_failure(error)  # so the other ranks can name this one
         cbs.run_end(RunSummary(ctx, rounds, server.models, time.perf_counter() - t0,
-                               error=f"{type(e).__name__}: {e}"))
+                               error=error))
         raise
     summary = RunSummary(ctx, rounds, server.models, time.perf_counter() - t0, stopped)
     cbs.run_end(summary)

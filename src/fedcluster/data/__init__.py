@@ -6,6 +6,7 @@ from .files import DataError, expected_files
 from .folders import dog_and_cat, image_folder
 from .partition import PARTITIONS, dirichlet, eval_split, iid, shards
 from .sources import DATASETS, ArrayDataset, load_dataset
+from .tensor_files import tensor_files
 from .torchvision_sources import cifar10, mnist
 
 DATASETS.register("mnist")(mnist)
@@ -13,6 +14,7 @@ DATASETS.register("cifar10")(cifar10)
 DATASETS.register("cifar")(cifar10)  # the reference's name for CIFAR-10
 DATASETS.register("dog-and-cat")(dog_and_cat)
 DATASETS.register("image-folder")(image_folder)
+DATASETS.register("tensors")(tensor_files)
 
 __all__ = [
     "DATASETS",
@@ -30,4 +32,5 @@ __all__ = [
     "iid",
     "load_dataset",
     "shards",
+    "tensor_files",
 ]

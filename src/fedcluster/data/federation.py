@@ -65,12 +65,17 @@ def _split(labels: np.ndarray, n: int, cfg: DataConfig,
     return [p.astype(np.int64) for p in parts]
 
 
-def build_federation(dataset: ArrayDataset, cfg: DataConfig, seed: int) -> Federation:
+def build_federation(dataset: ArrayDataset, cfg: DataConfig, seed: int, site: int = 0,
+                     sites: int = 1) -> Federation:
     """Partition ``dataset`` over ``cfg.num_clients`` clients, keyed by ``seed``.
 
     With ``cfg.groups > 1`` the clients form groups with known structure (see
-    :func:`grouped_federation`).
+    :func:`grouped_federation`). With ``data.partition = "local"``, ``dataset`` is the
+    own data of site ``site`` of ``sites`` (one per rank): it is split iid over that
+    site's clients, and the other sites' clients hold nothing here.
     """
+    if cfg.partition == "local":
+        return _site_federation(dataset, cfg, seed, site, sites)
     if cfg.groups > 1:
         return grouped_federation(dataset, cfg, seed)
     rng = numpy_rng(seed, PARTITION)
@@ -117,3 +122,30 @@ def grouped_federation(dataset: ArrayDataset, cfg: DataConfig, seed: int) -> Fed
     shifted = dataclasses.replace(dataset, train_x=torch.cat(xs), train_y=torch.cat(ys),
                                   test_x=torch.cat(txs), test_y=torch.cat(tys))
     return Federation(shifted, train_idx, eval_idx, group_of)
+
+
+def _site_federation(dataset: ArrayDataset, cfg: DataConfig, seed: int, site: int,
+                     sites: int) -> Federation:
+    n = cfg.num_clients
+    if cfg.groups > 1:
+        raise PartitionError('data.partition = "local" takes each site\'s own data as it is; '
+                             "it cannot be combined with data.groups > 1")
+    if n % sites:
+        raise PartitionError(
+            f'data.partition = "local" over {sites} sites (ranks) needs data.num_clients '
+            f"= {n} to be a multiple of {sites}: each site holds the same number of clients")
+    per = n // sites
+    rng = numpy_rng(seed, PARTITION, site)
+    labels = dataset.train_y.numpy()
+    own = iid(labels, per, rng)
+    smallest = min(len(p) for p in own)
+    if smallest < cfg.min_size:
+        raise PartitionError(
+            f"site {site} ({cfg.root}) gave a client {smallest} samples, fewer than "
+            f"data.min_size = {cfg.min_size}; use fewer clients or lower data.min_size")
+    evals = eval_split(labels, own, dataset.test_y.numpy(), rng)
+    train = [np.zeros(0, dtype=np.int64) for _ in range(n)]
+    tests = [np.zeros(0, dtype=np.int64) for _ in range(n)]
+    train[site * per:(site + 1) * per] = [p.astype(np.int64) for p in own]
+    tests[site * per:(site + 1) * per] = evals
+    return Federation(dataset, train, tests)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["group_means", "server_step", "weighted_mean"]
+__all__ = ["group_means", "group_sums", "means_from_sums", "server_step", "weighted_mean"]
 
 
 def weighted_mean(vectors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -21,18 +21,39 @@ def weighted_mean(vectors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (w / total) @ vectors
 
 
+def group_sums(vectors: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor, k: int,
+               chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Running sums per group: ``(sums [k, D], totals [k])`` with ``sums[g] = sum w_i v_i``
+    over the rows labelled ``g`` and ``totals[g] = sum w_i``, both float64.
+
+    Accumulating in float64 (``chunk`` rows at a time, to bound memory) makes the sums
+    nearly independent of the order of addition: sums from several processes, added
+    up, round to the same float32 model as one process's sum.
+    """
+    w = weights.to(torch.float64)
+    sums = torch.zeros(k, vectors.shape[1], dtype=torch.float64, device=vectors.device)
+    for s in range(0, vectors.shape[0], chunk):
+        rows = vectors[s:s + chunk].to(torch.float64) * w[s:s + chunk, None]
+        sums.index_add_(0, labels[s:s + chunk], rows)
+    totals = torch.zeros(k, dtype=torch.float64, device=vectors.device).index_add_(0, labels, w)
+    return sums, totals
+
+
+def means_from_sums(sums: torch.Tensor, totals: torch.Tensor,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``sums / totals`` per group as ``dtype``; a group with zero total weight has a zero mean."""
+    means = sums / totals.clamp_min(torch.finfo(totals.dtype).tiny)[:, None]
+    return means.to(dtype)
+
+
 def group_means(vectors: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor,
                 k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted mean of the rows in each of ``k`` groups, as running sums.
 
     Returns ``(means [k, D], totals [k])``; a group with zero total weight has a zero mean.
     """
-    w = weights.to(vectors.dtype)
-    sums = torch.zeros(k, vectors.shape[1], dtype=vectors.dtype, device=vectors.device)
-    sums.index_add_(0, labels, vectors * w[:, None])
-    totals = torch.zeros(k, dtype=vectors.dtype, device=vectors.device).index_add_(0, labels, w)
-    means = sums / totals.clamp_min(torch.finfo(vectors.dtype).tiny)[:, None]
-    return means, totals
+    sums, totals = group_sums(vectors, weights, labels, k)
+    return means_from_sums(sums, totals, vectors.dtype), totals.to(vectors.dtype)
 
 
 def server_step(model: torch.Tensor, target: torch.Tensor, lr: float) -> torch.Tensor:

@@ -12,19 +12,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from ..rng import CLUSTER, key_seed
-from .aggregate import group_means, server_step
+from .aggregate import group_sums, means_from_sums, server_step
 from .client import Update
 from .clustering import ClusterMethod, FedAvg, Grouping, PointSpace, RoundView
 from .clustering.diagnostics import scan_k, silhouette, within_sse
 from .clustering.kmeans import kmeans_labels
 
-__all__ = ["ClusterServer", "StepInfo"]
+__all__ = ["ClusterServer", "Reducer", "StepInfo"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,23 @@ class StepInfo:
     sse: float | None
     empty: list[int]  # clusters that received no update this round
     diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+class Reducer(Protocol):
+    """Aggregation over several processes (the distributed engine implements it)."""
+
+    def owned(self, clients: np.ndarray) -> np.ndarray:
+        """Mask of the ``clients`` whose updates this process sums."""
+        ...
+
+    def sum_groups(self, sums: torch.Tensor, totals: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-group sums and weights added up over all processes."""
+        ...
+
+    def agree(self, labels: np.ndarray) -> np.ndarray:
+        """One process's cluster labels, the same on every process."""
+        ...
 
 
 class ClusterServer:
@@ -83,8 +100,14 @@ class ClusterServer:
         self.assignment[clients[placed]] = chosen[placed]
         return np.array([self.start_cluster(int(c)) for c in clients], dtype=np.int64)
 
-    def step(self, updates: list[Update], seed: int, round_: int) -> StepInfo:
-        """Group the round's updates, aggregate each cluster, and reassign its members."""
+    def step(self, updates: list[Update], seed: int, round_: int,
+             reducer: Reducer | None = None) -> StepInfo:
+        """Group the round's updates, aggregate each cluster, and reassign its members.
+
+        With a ``reducer`` (several processes) every process groups the same gathered
+        updates, sums only those it trained, and the reducer adds the per-cluster sums
+        up over processes (one all-reduce).
+        """
         clients = np.array([u.client for u in updates])
         starts = np.array([self.start_cluster(int(c)) for c in clients], dtype=np.int64)
         prior = self._prior if self._prior is not None else self.assignment
@@ -106,8 +129,16 @@ class ClusterServer:
             if new != self.k:
                 raise RuntimeError(f"cluster {new} opened out of order (have {self.k})")
             self.models = torch.cat([self.models, self.models[grouping.parents[new]][None]])
+        if reducer is not None:
+            labels = reducer.agree(labels)
         label_t = torch.from_numpy(labels).to(deltas.device)
-        means, totals = group_means(local, weights, label_t, self.k)
+        if reducer is None:
+            sums, totals = group_sums(local, weights, label_t, self.k)
+        else:  # sum only the updates trained here; the reducer adds the ranks up
+            keep = torch.from_numpy(reducer.owned(clients)).to(deltas.device)
+            sums, totals = group_sums(local[keep], weights[keep], label_t[keep], self.k)
+            sums, totals = reducer.sum_groups(sums, totals)
+        means = means_from_sums(sums, totals, self.models.dtype)
         new_models = self.models.clone()
         for j in np.flatnonzero(totals.cpu().numpy() > 0):
             new_models[j] = server_step(self.models[j], means[j], self.lr)

@@ -1,0 +1,61 @@
+"""A dataset kept as two safetensors files, the simplest way for a site to bring its data.
+
+``data.dataset = "tensors"`` reads ``<data.root>/train.safetensors`` and
+``<data.root>/test.safetensors``, each holding ``x`` (uint8 images ``[N, C, H, W]``)
+and ``y`` (integer labels ``[N]``). Optional string metadata in the training file:
+``num_classes`` (else the largest label + 1), ``mean`` and ``std`` (comma-separated,
+one per channel; else computed from the training images). Sites of one federation
+should set ``num_classes`` so their models agree even when they lack some labels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from ..config import DataConfig
+from .files import DataError, expected_files, require_files
+from .sources import ArrayDataset
+
+__all__ = ["tensor_files"]
+
+
+def _files(cfg: DataConfig) -> list[Path]:
+    return [Path(cfg.root) / "train.safetensors", Path(cfg.root) / "test.safetensors"]
+
+
+def _read(path: Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
+    with safe_open(str(path), framework="pt") as f:
+        keys = set(f.keys())
+        if not {"x", "y"} <= keys:
+            raise DataError(f"{path}: expected tensors 'x' and 'y', found {sorted(keys)}")
+        x, y, meta = f.get_tensor("x"), f.get_tensor("y"), f.metadata() or {}
+    if x.dtype != torch.uint8 or x.dim() != 4 or y.dim() != 1 or len(x) != len(y):
+        raise DataError(f"{path}: expected x uint8 [N, C, H, W] and y [N], got x "
+                          f"{x.dtype} {list(x.shape)} and y {list(y.shape)}")
+    return x, y.long(), meta
+
+
+def _floats(meta: dict[str, str], key: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(float(v) for v in meta[key].split(",")) if key in meta else default
+
+
+@expected_files(_files)
+def tensor_files(cfg: DataConfig) -> ArrayDataset:
+    """The images and labels under ``cfg.root`` (see the module docstring)."""
+    root = Path(cfg.root)
+    require_files("tensors", _files(cfg), "write them with safetensors.torch.save_file: x uint8 "
+                  "[N, C, H, W], y labels [N], metadata num_classes (see README, local sites)")
+    train_x, train_y, meta = _read(root / "train.safetensors")
+    test_x, test_y, _ = _read(root / "test.safetensors")
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise DataError(f"{root}: train images {list(train_x.shape[1:])} and test images "
+                          f"{list(test_x.shape[1:])} differ in shape")
+    num_classes = int(meta.get("num_classes", int(max(train_y.max(), test_y.max())) + 1))
+    scaled = train_x.float() / 255.0
+    dims = (0, 2, 3)
+    mean = _floats(meta, "mean", tuple(scaled.mean(dim=dims).tolist()))
+    std = _floats(meta, "std", tuple(scaled.std(dim=dims).clamp_min(1e-6).tolist()))
+    return ArrayDataset(train_x, train_y, test_x, test_y, num_classes, mean, std)

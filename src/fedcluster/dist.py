@@ -1,0 +1,121 @@
+"""Process groups for multi-process runs: detect a torchrun launch, start and end the group.
+
+Nothing happens at import. :func:`init_distributed` is called explicitly when the
+environment says torchrun (or ``fedcluster run --nproc``) started this process: it
+joins the rendezvous, starts gloo (CPU) or NCCL (GPU) with ``run.timeout_s`` as the
+collective timeout, and pins the process to ``cuda:LOCAL_RANK`` when GPUs exist.
+
+torch.distributed has no authentication or encryption, so a rendezvous endpoint that
+is a public address is warned about once (see the README, "Security").
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from .config import ConfigError, RunConfig
+
+__all__ = ["CHECKED_ENV", "DistInfo", "endpoint_is_public", "init_distributed", "launched",
+           "shutdown", "warn_if_public"]
+
+log = logging.getLogger(__name__)
+
+CHECKED_ENV = "FEDCLUSTER_RDZV_CHECKED"
+_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in the group and what it runs on."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    backend: str
+    device: torch.device
+    timeout_s: float
+    store: dist.Store
+
+    @property
+    def is_main(self) -> bool:
+        """Global rank 0: the only process that writes files or prints the table."""
+        return self.rank == 0
+
+
+def launched(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether a launcher (torchrun) started this process as one rank of a group."""
+    return "RANK" in env and "WORLD_SIZE" in env
+
+
+def endpoint_is_public(host: str) -> bool:
+    """True when ``host`` resolves to an address outside loopback and private ranges."""
+    host = host.strip().strip("[]")
+    try:
+        addrs = {ipaddress.ip_address(host)}
+    except ValueError:
+        try:
+            addrs = {ipaddress.ip_address(info[4][0].split("%")[0])
+                     for info in socket.getaddrinfo(host, None)}
+        except (OSError, ValueError):
+            return False  # unresolvable: the rendezvous itself will fail with its own error
+    return any(a.is_global for a in addrs)
+
+
+def warn_if_public(host: str) -> bool:
+    """Log a warning (and return True) when the rendezvous host is a public address."""
+    if not endpoint_is_public(host):
+        return False
+    log.warning(
+        "the rendezvous endpoint %s is a public address: torch.distributed traffic (model "
+        "updates) is neither authenticated nor encrypted; run across untrusted networks only "
+        "through a VPN such as WireGuard (see README, Security)", host)
+    return True
+
+
+def _backend(run: RunConfig, cuda: bool) -> str:
+    if run.backend == "auto":
+        return "nccl" if cuda else "gloo"
+    if run.backend == "nccl" and not cuda:
+        raise ConfigError('run.backend = "nccl" needs CUDA GPUs, and none is usable here '
+                          '(set run.backend = "gloo" or "auto")')
+    return run.backend
+
+
+def init_distributed(run: RunConfig, env: Mapping[str, str] = os.environ) -> DistInfo:
+    """Join the group the launcher set up in ``env`` and start the process group."""
+    missing = [k for k in _ENV if k not in env]
+    if missing:
+        raise RuntimeError(f"not started by torchrun: environment lacks {', '.join(missing)}")
+    rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env["LOCAL_RANK"])
+    cuda = torch.cuda.is_available() and run.device != "cpu"
+    backend = _backend(run, cuda)
+    device = torch.device("cpu")
+    if cuda:
+        device = torch.device("cuda", local % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    if rank == 0 and CHECKED_ENV not in env:  # `fedcluster run --nproc` checked it already
+        warn_if_public(env["MASTER_ADDR"])
+    timeout = timedelta(seconds=run.timeout_s)
+    store, rank, world = next(dist.rendezvous("env://", rank, world, timeout=timeout))
+    store.set_timeout(timeout)
+    dist.init_process_group(backend, store=dist.PrefixStore("pg", store), rank=rank,
+                            world_size=world, timeout=timeout,
+                            device_id=device if backend == "nccl" else None)
+    log.debug("rank %d/%d (local %d) joined: %s on %s", rank, world, local, backend, device)
+    return DistInfo(rank, world, local, backend, device, run.timeout_s,
+                    dist.PrefixStore("fedcluster", store))
+
+
+def shutdown() -> None:
+    """End the process group, if one was started."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

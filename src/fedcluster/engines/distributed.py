@@ -1,0 +1,170 @@
+"""The distributed engine: a round's clients spread over torch.distributed ranks.
+
+In the manner of pfl-research's simulated aggregation (``pfl/aggregate/simulate.py``):
+every rank runs the same round loop with the same server state, and the ranks
+exchange only flat tensors. Per round:
+
+1. every rank derives the same client sample from (seed, round), and the same split
+   of it over ranks, balanced by training-set size (any number of clients per rank);
+2. each rank trains its share with a local engine (sequential or vectorised);
+3. what clustering needs (the update vectors) is all-gathered as one padded
+   ``[clients per rank, D]`` tensor, the per-client numbers as a float64 one;
+4. the server clusters them (labels broadcast from rank 0, so ranks cannot drift),
+   each rank sums its own clients per cluster, and one all-reduce of the flat
+   ``[k * D + k]`` sums gives every rank the new cluster models;
+5. evaluation (and IFCA's per-client losses): each rank evaluates its share of the
+   clients, and the per-client ``[n, correct, top-5, loss]`` rows are all-gathered.
+
+With ``data.partition = "local"`` a client lives on one rank (its site) and is
+trained and evaluated only there.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..fl.client import Update
+from ..fl.evaluate import EvalStats
+from . import Engine
+from .collectives import Collectives, DistributedError
+
+__all__ = ["DistributedEngine", "split_by_load"]
+
+
+def split_by_load(loads: np.ndarray, parts: int) -> np.ndarray:
+    """The part (rank) of each item: largest first onto the least-loaded part (LPT).
+
+    Deterministic: ties go to the lower item index and the lower part, so every rank
+    computes the same split without communicating.
+    """
+    owner = np.empty(len(loads), dtype=np.int64)
+    heap = [(0, p) for p in range(parts)]
+    for i in np.argsort(-np.asarray(loads), kind="stable"):
+        load, p = heapq.heappop(heap)
+        owner[i] = p
+        heapq.heappush(heap, (load + int(loads[i]), p))
+    return owner
+
+
+class DistributedEngine:
+    """Trains and evaluates this rank's share with ``local``; implements the server's reducer.
+
+    ``home[c]`` is the rank holding client ``c``'s data when data stays on its site
+    (``data.partition = "local"``); otherwise any rank can train any client and
+    ``train_sizes`` / ``eval_sizes`` balance the work.
+    """
+
+    def __init__(self, local: Engine, comm: Collectives, train_sizes: np.ndarray,
+                 eval_sizes: np.ndarray, home: np.ndarray | None = None) -> None:
+        self.local, self.comm = local, comm
+        self.rank, self.world = comm.rank, comm.world
+        self.train_sizes, self.eval_sizes, self.home = train_sizes, eval_sizes, home
+        self._owner: dict[int, int] = {}
+
+    def _owners(self, clients: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        if self.home is not None:
+            return self.home[clients]
+        return split_by_load(sizes[clients], self.world)
+
+    def train(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]]) -> Iterator[Update]:
+        if not jobs:
+            return
+        clients = np.array([c for c, _ in jobs], dtype=np.int64)
+        owner = self._owners(clients, self.train_sizes)
+        self._owner = dict(zip(clients.tolist(), owner.tolist(), strict=True))
+        mine = [jobs[j] for j in np.flatnonzero(owner == self.rank)]
+        done = {u.client: u for u in self.local.train(round_, mine)}
+        cap = int(np.bincount(owner, minlength=self.world).max())
+        start = jobs[0][1]
+        rows = torch.zeros(cap, start.numel(), dtype=start.dtype, device=start.device)
+        meta = torch.zeros(cap, 3, dtype=torch.float64)
+        for s, (c, _) in enumerate(mine):
+            u = done[c]
+            rows[s] = u.delta
+            meta[s] = torch.tensor([u.num_examples, u.train_loss, u.steps], dtype=torch.float64)
+        rows = self.comm.all_gather(rows, f"round {round_}: gathering client updates")
+        meta = self.comm.all_gather(meta, f"round {round_}: gathering client statistics")
+        slot = np.zeros(self.world, dtype=np.int64)
+        for c, q in zip(clients.tolist(), owner.tolist(), strict=True):
+            n, loss, steps = meta[q, slot[q]].tolist()
+            yield Update(c, rows[q, slot[q]], int(n), loss, int(steps))
+            slot[q] += 1
+
+    def _per_client(self, clients: Sequence[int], sizes: np.ndarray, width: int, what: str,
+                    rows: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:
+        """``[len(clients), width]`` float64 on every rank: each rank computes ``rows`` for
+        its share of ``clients``, and the padded shares are all-gathered."""
+        ids = np.asarray(clients, dtype=np.int64)
+        owner = self._owners(ids, sizes)
+        mine = ids[owner == self.rank].tolist()
+        cap = int(np.bincount(owner, minlength=self.world).max())
+        block = torch.zeros(cap, width, dtype=torch.float64)
+        if mine:
+            block[:len(mine)] = rows(mine).to(torch.float64).cpu()
+        every = self.comm.all_gather(block, what)
+        slot = np.zeros(self.world, dtype=np.int64)
+        out = torch.empty(len(ids), width, dtype=torch.float64)
+        for j, q in enumerate(owner.tolist()):
+            out[j] = every[q, slot[q]]
+            slot[q] += 1
+        return out
+
+    def evaluate_clients(self, vector: torch.Tensor, clients: Sequence[int]) -> list[EvalStats]:
+        if len(clients) == 0:
+            return []
+
+        def rows(mine: list[int]) -> torch.Tensor:
+            stats = self.local.evaluate_clients(vector, mine)
+            return torch.tensor([[s.n, s.correct, s.correct5, s.loss_sum] for s in stats],
+                                dtype=torch.float64)
+
+        got = self._per_client(clients, self.eval_sizes, 4, "evaluation", rows)
+        return [EvalStats(int(round(n)), c, c5, loss) for n, c, c5, loss in got.tolist()]
+
+    def evaluate(self, vector: torch.Tensor, clients: Sequence[int]) -> EvalStats:
+        return sum(self.evaluate_clients(vector, clients), EvalStats())
+
+    def client_losses(self, vectors: torch.Tensor, clients: Sequence[int]) -> torch.Tensor:
+        if len(clients) == 0:
+            return torch.empty(0, len(vectors), dtype=torch.float64)
+        return self._per_client(clients, self.train_sizes, len(vectors), "client losses",
+                                lambda mine: self.local.client_losses(vectors, mine))
+
+    # ---- the server's reducer: aggregation over ranks
+
+    def owned(self, clients: np.ndarray) -> np.ndarray:
+        """Which of this round's ``clients`` this rank trained."""
+        return np.array([self._owner[int(c)] == self.rank for c in clients], dtype=bool)
+
+    def sum_groups(self, sums: torch.Tensor, totals: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-cluster sums and weights over all ranks: one all-reduce of one flat tensor."""
+        k = totals.numel()
+        flat = self.comm.all_reduce(torch.cat([sums.reshape(-1), totals.to(sums.dtype)]),
+                                    "aggregation")
+        return flat[:-k].view_as(sums), flat[-k:].to(totals.dtype)
+
+    def agree(self, labels: np.ndarray) -> np.ndarray:
+        """Rank 0's cluster labels on every rank (identical inputs should give identical
+        labels anyway; this makes divergence impossible)."""
+        t = self.comm.broadcast(torch.from_numpy(np.ascontiguousarray(labels)), "cluster labels")
+        return t.numpy()
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when it is True on any (e.g. an early stop)."""
+        t = self.comm.all_reduce(torch.tensor([int(flag)]), "stop flag", op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def check_same(self, values: Sequence[int], what: str) -> None:
+        """Fail on every rank, naming the ranks, unless all ranks hold the same ``values``."""
+        mine = torch.tensor(list(values), dtype=torch.int64)
+        every = self.comm.all_gather(mine, f"comparing {what}")
+        odd = [r for r in range(self.world) if not torch.equal(every[r], every[0])]
+        if odd:
+            raise DistributedError(f"rank(s) {', '.join(map(str, odd))} differ from rank 0 in "
+                                   f"{what}; every rank must run the same configuration")
