@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Sequence
 
 from .config import ConfigError
@@ -66,6 +67,16 @@ def torchrun_args(nproc: int, worker_argv: Sequence[str], nnodes: int = 1,
             "0", "--module", "fedcluster", *worker_argv]
 
 
+def _exit(failure: object) -> str:
+    code = getattr(failure, "exitcode", None)
+    if isinstance(code, int) and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
 def launch_workers(args: list[str], threads: int) -> None:
     """Run torchrun with ``args`` in this process; raise :class:`LaunchError` on failure."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -79,9 +90,12 @@ def launch_workers(args: list[str], threads: int) -> None:
     try:
         run(parsed)
     except ChildFailedError as e:
-        lines = [f"rank {rank} (local rank {f.local_rank}) exited with code {f.exitcode}"
-                 for rank, f in sorted(e.failures.items())]
-        raise LaunchError("worker " + "; ".join(lines) +
-                          "; the other workers were stopped (their messages are above)") from None
+        rank, first = e.get_first_failure()
+        msg = f"worker rank {rank} (local rank {first.local_rank}) failed first ({_exit(first)})"
+        rest = sorted(r for r in e.failures if r != rank)
+        if rest:
+            msg += f"; rank(s) {', '.join(map(str, rest))} stopped after it"
+        raise LaunchError(msg + " (messages above)") from None
     except Exception as e:  # rendezvous errors: too few nodes arrived, endpoint unreachable
-        raise LaunchError(f"rendezvous failed: {type(e).__name__}: {e}") from None
+        where = f" at {parsed.rdzv_endpoint}" if parsed.rdzv_endpoint else ""
+        raise LaunchError(f"rendezvous{where} failed: {type(e).__name__}: {e}") from None
