@@ -177,6 +177,7 @@ def test_a_dying_rank_stops_the_others_and_is_named(tmp_path):
     _check_nothing_lost(out, 2)
 
 
+@pytest.mark.slow
 def test_a_hung_rank_is_named_within_the_timeout(tmp_path):
     out = tmp_path / "run"
     proc = _start_and_wait(out, 2)
