@@ -167,6 +167,7 @@ def _run_rank(cfg: Config, args: argparse.Namespace) -> int:
 
     run_dir = _run_dir(cfg, args.out)
     info = init_distributed(cfg.run)
+    done = False
     try:
         if not info.is_main:  # the other ranks report errors only
             log.setLevel(logging.ERROR)
@@ -176,8 +177,9 @@ def _run_rank(cfg: Config, args: argparse.Namespace) -> int:
             run_federation(cfg, callbacks, run_dir, info)
         else:
             run_federation(cfg, [], None, info)
+        done = True
     finally:
-        shutdown()
+        shutdown(sync=done)
     return 0
 
 

@@ -115,7 +115,14 @@ def init_distributed(run: RunConfig, env: Mapping[str, str] = os.environ) -> Dis
                     dist.PrefixStore("fedcluster", store))
 
 
-def shutdown() -> None:
-    """End the process group, if one was started."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(sync: bool = False) -> None:
+    """End the process group, if one was started.
+
+    ``sync`` (after a successful run) first waits for every rank, so that no rank tears
+    its connections down while rank 0 is still writing and the others still connected.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if sync:
+        dist.barrier()
+    dist.destroy_process_group()

@@ -1,0 +1,73 @@
+"""1 process vs N local workers (``fedcluster run --nproc N``) on a CPU-bound config.
+
+Runs the same federation as one process (torch threads = all cores) and as N worker
+processes (cores shared out), alternating, and prints the median FL time (round 1
+to the end of the last evaluation, from ``summary.json``) and wall time (interpreter
+start to exit, launcher included) with the speed-up. Also checks that the runs agree.
+
+    python benchmarks/nproc.py [--workers 2] [--repeats 3] [--json] [override ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# CPU-bound: 40 clients, all sampled, 5 local epochs each, k = 2.
+CONFIG = ["rounds=5", "data.num_clients=40", "client.local_epochs=5", "cluster.k=2",
+          "stop.accuracy_delta=0"]
+
+
+def one_run(overrides: list[str], nproc: int, out: Path) -> dict[str, float]:
+    cmd = [sys.executable, "-m", "fedcluster", "run", *overrides, "--out", str(out), "-q"]
+    if nproc > 1:
+        cmd += ["--nproc", str(nproc)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    summary = json.loads((out / "summary.json").read_text())
+    return {"wall": wall, "fl": summary["seconds"], "accuracy": summary["final"]["accuracy"]}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    p.add_argument("overrides", nargs="*", help="extra section.key=value for the config")
+    args = p.parse_args()
+    overrides = CONFIG + args.overrides
+    results: dict[int, list[dict[str, float]]] = {1: [], args.workers: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.repeats):
+            for n in results:  # alternate, so load on the machine hits both alike
+                results[n].append(one_run(overrides, n, Path(tmp) / f"{n}-{rep}"))
+    med = {n: {k: statistics.median(r[k] for r in rs) for k in ("wall", "fl")}
+           for n, rs in results.items()}
+    accs = {r["accuracy"] for rs in results.values() for r in rs}
+    out = {"config": overrides, "cores": len(os.sched_getaffinity(0)), "repeats": args.repeats,
+           "median": {str(n): m for n, m in med.items()},
+           "speedup_fl": med[1]["fl"] / med[args.workers]["fl"],
+           "speedup_wall": med[1]["wall"] / med[args.workers]["wall"],
+           "same_accuracy": len(accs) == 1}
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"{out['cores']} cores, median of {args.repeats}, config: {' '.join(overrides)}")
+    print(f"{'processes':>10} {'FL s':>8} {'wall s':>8}")
+    for n, m in med.items():
+        print(f"{n:>10} {m['fl']:>8.2f} {m['wall']:>8.2f}")
+    print(f"speed-up of {args.workers} workers: {out['speedup_fl']:.2f}x FL time, "
+          f"{out['speedup_wall']:.2f}x wall time; same final accuracy: {out['same_accuracy']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
