@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -197,12 +198,15 @@ def test_a_hung_rank_is_named_within_the_timeout(tmp_path):
 
 
 def test_a_rendezvous_missing_a_node_fails_within_its_timeout(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"127.0.0.1:{s.getsockname()[1]}"
     t0 = time.monotonic()
     proc = fedcluster("run", "rounds=1", "run.timeout_s=3", "--out", str(tmp_path / "run"),
-                      "--nnodes", "2", "--node-rank", "0", "--rdzv-endpoint", "127.0.0.1:29417",
+                      "--nnodes", "2", "--node-rank", "0", "--rdzv-endpoint", endpoint,
                       timeout=120)
     assert proc.returncode == 1
-    assert "rendezvous at 127.0.0.1:29417 failed" in proc.stderr
+    assert f"rendezvous at {endpoint} failed" in proc.stderr
     assert "1/2" in proc.stderr  # one of two nodes arrived
     assert time.monotonic() - t0 < 60
     assert not (tmp_path / "run").exists()
