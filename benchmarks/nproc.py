@@ -27,10 +27,9 @@ CONFIG = ["rounds=5", "data.num_clients=40", "client.local_epochs=5", "cluster.k
 
 
 def one_run(overrides: list[str], variant: str, out: Path) -> dict[str, float]:
-    cmd = [sys.executable, "-m", "fedcluster", "run", *overrides, "--out", str(out), "-q"]
-    if variant == "1 (1 thread)":
-        cmd.append("run.threads=1")
-    elif variant != "1":
+    extra = ["run.threads=1"] if variant == "1 (1 thread)" else []
+    cmd = [sys.executable, "-m", "fedcluster", "run", *overrides, *extra, "--out", str(out), "-q"]
+    if variant not in ("1", "1 (1 thread)"):
         cmd += ["--nproc", variant]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, text=True)
