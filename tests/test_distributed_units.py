@@ -17,6 +17,7 @@ import torch.distributed as dist
 from fedcluster import load_config, run_federation
 from fedcluster.config import ConfigError
 from fedcluster.data import build_federation, load_dataset
+from fedcluster.data.files import DataError
 from fedcluster.data.partition import PartitionError
 from fedcluster.dist import DistInfo, endpoint_is_public, init_distributed, shutdown, warn_if_public
 from fedcluster.engines.collectives import Collectives
@@ -127,8 +128,9 @@ def test_local_partition_holds_only_this_sites_clients():
 
 def test_tensors_dataset_explains_missing_files(tmp_path):
     cfg = load_config(None, ["data.dataset=tensors", f"data.root={tmp_path}"]).data
-    with pytest.raises(ConfigError, match="train.safetensors not found"):
+    with pytest.raises(DataError, match="2 of 2 expected files are missing") as err:
         load_dataset(cfg)
+    assert str(tmp_path / "train.safetensors") in str(err.value)
 
 
 def test_run_config_keys_are_validated():
@@ -172,16 +174,22 @@ def test_nccl_without_gpus_is_refused_before_any_work(monkeypatch):
     assert not dist.is_initialized()
 
 
-FORBIDDEN = {"all_gather_object", "broadcast_object_list", "scatter_object_list",
-             "gather_object", "send_object_list", "recv_object_list", "pickle", "cPickle",
-             "dill", "cloudpickle", "marshal"}
+COLLECTIVES = {"all_gather_object", "broadcast_object_list", "scatter_object_list",
+               "gather_object", "send_object_list", "recv_object_list"}
+FORBIDDEN = COLLECTIVES | {"pickle", "cPickle", "dill", "cloudpickle", "marshal"}
+
+
+# Reading a file format that is a pickle is not communication: CIFAR-10's batches are
+# pickles, read with an unpickler that admits only numpy arrays.
+FILE_FORMAT_READERS = {"data/torchvision_sources.py"}
 
 
 def test_processes_exchange_tensors_only():
-    """No *_object collective and no pickle anywhere in the package (torch.load without
-    weights_only=True would unpickle too)."""
+    """No *_object collective anywhere, and no pickle outside the readers of pickled file
+    formats (torch.load without weights_only=True would unpickle too)."""
     offences = []
     for path in SRC.rglob("*.py"):
+        reader = path.relative_to(SRC).as_posix() in FILE_FORMAT_READERS
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             names = []
@@ -198,6 +206,7 @@ def test_processes_exchange_tensors_only():
                 if not (isinstance(kw.get("weights_only"), ast.Constant)
                         and kw["weights_only"].value is True):
                     offences.append(f"{path.name}:{node.lineno} torch.load without weights_only")
-            offences += [f"{path.name}:{node.lineno} {n}" for n in names if n in FORBIDDEN]
+            bad = COLLECTIVES if reader else FORBIDDEN
+            offences += [f"{path.name}:{node.lineno} {n}" for n in names if n in bad]
     assert offences == []
     assert (SRC / "engines" / "collectives.py").is_file()  # the scan sees the comm code

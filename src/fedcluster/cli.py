@@ -138,6 +138,8 @@ def _launch(cfg: Config, args: argparse.Namespace, path: str | None,
     if launched():
         raise ConfigError("--nproc/--nnodes given, but this process already runs under "
                           "torchrun; drop the launch flags")
+    if cfg.mode == "centralized":
+        raise ConfigError('mode = "centralized" trains in one process; drop --nproc/--nnodes')
     nproc = args.nproc or 1
     run_dir = _run_dir(cfg, args.out)
     worker = ["run", *([path] if path else []), *overrides, "--out", str(run_dir)]
