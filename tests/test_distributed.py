@@ -211,3 +211,21 @@ def test_a_rendezvous_missing_a_node_fails_within_its_timeout(tmp_path):
     assert "1/2" in proc.stderr  # one of two nodes arrived
     assert time.monotonic() - t0 < 60
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_ifca_client_losses_over_ranks_give_the_same_run(tmp_path):
+    """IFCA asks every client for its loss under each model before training: the ranks
+    compute their shares and gather them, and the run matches one process's."""
+    over = ["rounds=2", "run.threads=1", "cluster.method=ifca", "cluster.k=2",
+            "data.num_clients=8"]
+    cfg = load_config(None, over)
+    run_federation(cfg, default_callbacks(cfg, tmp_path / "one", quiet=True), tmp_path / "one")
+    proc = fedcluster("run", *over, "--out", str(tmp_path / "two"), "-q", "--nproc", "2")
+    assert proc.returncode == 0, proc.stderr
+    one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert [c["members"] for c in one[-1]["clusters"]] == \
+        [c["members"] for c in two[-1]["clusters"]]
+    for ma, mb in zip(models(tmp_path / "one"), models(tmp_path / "two"), strict=True):
+        for key in ma:
+            torch.testing.assert_close(mb[key], ma[key], rtol=0, atol=1e-6)
