@@ -61,13 +61,16 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
 
 
 def _run_overrides(args: argparse.Namespace, overrides: list[str]) -> list[str]:
-    """``--centralized`` and the reference's ``--gpu N`` (-1 = CPU) as config overrides."""
+    """``--centralized``, the reference's ``--gpu N`` (-1 = CPU) and ``--profile`` as config
+    overrides."""
     extra = []
     if getattr(args, "centralized", False):
         extra.append("mode=centralized")
     gpu = getattr(args, "gpu", None)
     if gpu is not None:
         extra.append("run.device=cpu" if gpu < 0 else f"run.device=cuda:{gpu}")
+    if getattr(args, "profile", False):
+        extra.append("run.profile=true")
     return [*overrides, *extra]
 
 
@@ -271,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="this machine's rank (0 writes the run directory)")
     d.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
                    help="rendezvous address: node 0's address, reachable from every node")
+    r.add_argument("--profile", action="store_true",
+                   help="per-round seconds of train/eval/aggregate/cluster/io into metrics.jsonl")
     r.set_defaults(func=cmd_run)
     v = sub.add_parser("validate", help="check a config file without running it")
     v.add_argument("file")

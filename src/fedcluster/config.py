@@ -214,22 +214,26 @@ class StopConfig(_Section):
 @dataclass(frozen=True)
 class RunConfig(_Section):
     _section: ClassVar[str] = "run"
-    engine: Literal["sequential"] = "sequential"
+    engine: Literal["auto", "sequential", "vmap"] = "auto"
     device: str = "auto"
     threads: int = 0
-    eval_batch_size: int = 1024
+    eval_batch_size: int = 256
     out: str = "runs"
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # multi-process runs: auto = nccl on GPU
     timeout_s: float = 300.0  # how long a collective may wait for the other ranks
+    vmap_chunk: int = 0
+    profile: bool = False
 
     def __post_init__(self) -> None:
         ok = self.device in ("auto", "cpu", "cuda") or (
             self.device.startswith("cuda:") and self.device[5:].isdigit()
         )
         self._check("device", ok, '"auto", "cpu", "cuda" or "cuda:N"')
-        self._check("threads", self.threads >= 0, "an integer >= 0 (0 = torch's default)")
+        self._check("threads", self.threads >= 0, "an integer >= 0 (0 = chosen per model)")
         self._check("eval_batch_size", self.eval_batch_size >= 1, "an integer >= 1")
         self._check("timeout_s", self.timeout_s > 0, "a number of seconds > 0")
+        self._check("vmap_chunk", self.vmap_chunk >= 0,
+                    "an integer >= 0 (clients trained at once by the vmap engine; 0 = all)")
 
 
 @dataclass(frozen=True)

@@ -74,13 +74,14 @@ class RoundResult:
     nmi: float | None = None
     client_accuracy: dict[str, float] = field(default_factory=dict)  # mean, p10, min
     clustering: dict[str, Any] = field(default_factory=dict)  # diagnostics, when clustered
+    profile: dict[str, float] | None = None  # seconds per section, with run.profile
 
     def to_json(self) -> dict[str, Any]:
         diag = dict(self.clustering)
         for key in ("sse_per_k", "silhouette_per_k"):  # JSON keys are strings: "k": value
             if diag.get(key) is not None:
                 diag[key] = {str(k): _num(v) for k, v in diag[key].items()}
-        return {"round": self.round, "accuracy": _num(self.accuracy), "top5": _num(self.top5),
+        out = {"round": self.round, "accuracy": _num(self.accuracy), "top5": _num(self.top5),
                 "loss": _num(self.loss), "seconds": round(self.seconds, 4), "sse": _num(self.sse),
                 "empty_clusters": self.empty, "k": len(self.clusters),
                 "ari": _num(self.ari), "nmi": _num(self.nmi),
@@ -89,6 +90,9 @@ class RoundResult:
                 **diag,
                 "clusters": [c.to_json() for c in self.clusters],
                 "clients": [c.to_json() for c in self.clients]}
+        if self.profile is not None:
+            out["profile"] = self.profile
+        return out
 
 
 @dataclass(frozen=True)

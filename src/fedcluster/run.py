@@ -23,15 +23,17 @@ from .config import Config, ConfigError
 from .data import build_augment, build_federation, load_dataset
 from .data.federation import Federation
 from .dist import DistInfo
-from .engines import Engine, SequentialEngine
+from .engines import Engine, choose_threads, make_engine
 from .engines.collectives import Collectives, DistributedError
 from .engines.distributed import DistributedEngine
+from .engines.select import step_flops
 from .fl.clustering import PointSpace, agreement, build_method
 from .fl.evaluate import EvalStats
 from .fl.flat import FlatModel
 from .fl.sampling import sample_clients
 from .fl.server import ClusterServer
 from .models import ModelSpec, build_model
+from .profiling import Profiler
 from .results import ClientResult, ClusterResult, RoundResult, RunContext, RunSummary
 from .rng import INIT, SKETCH, key_seed
 
@@ -56,8 +58,6 @@ def build_context(cfg: Config, run_dir: Path | None = None,
     With ``dist`` (a started process group) the model lives on the rank's device and,
     with ``data.partition = "local"``, the data is this rank's own.
     """
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
     device = dist.device if dist is not None else resolve_device(cfg.run.device)
     site, sites = (dist.rank, dist.world_size) if dist is not None else (0, 1)
     data_cfg = cfg.data
@@ -67,7 +67,14 @@ def build_context(cfg: Config, run_dir: Path | None = None,
     federation = build_federation(dataset, data_cfg, cfg.seed, site, sites)
     spec = ModelSpec(dataset.input_shape, dataset.num_classes)
     module = build_model(spec, cfg.model, key_seed(cfg.seed, INIT)).to(device)
-    return RunContext(cfg, run_dir, federation, FlatModel(module), device)
+    model = FlatModel(module)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    elif device.type == "cpu":  # threads for the model's cost per step, cores shared by ranks
+        flops = step_flops(model, spec.input_shape, cfg.client.batch_size)
+        torch.set_num_threads(choose_threads(flops))
+        log.debug("%.3g FLOPs per step: %d torch threads", flops, torch.get_num_threads())
+    return RunContext(cfg, run_dir, federation, model, device)
 
 
 def prepare(cfg: Config, run_dir: Path | None = None,
@@ -79,8 +86,7 @@ def prepare(cfg: Config, run_dir: Path | None = None,
     ctx = build_context(cfg, run_dir, dist)
     dataset = ctx.federation.dataset
     augment = build_augment(dataset.augmentation, dataset.mean, dataset.std, cfg.data.augment)
-    engine: Engine = SequentialEngine(ctx.federation, ctx.model, cfg.client, cfg.seed,
-                                      cfg.run.eval_batch_size, augment)
+    engine: Engine = make_engine(cfg, ctx.federation, ctx.model, ctx.device, augment)
     if dist is not None:
         engine = _distribute(engine, cfg, ctx.federation, ctx.model, dist)
     return ctx, engine
@@ -157,19 +163,30 @@ def _fairness(per_client: dict[int, float]) -> dict[str, float]:
 
 
 def _round(r: int, cfg: Config, engine: Engine, server: ClusterServer, truth: np.ndarray,
-           callbacks: CallbackList) -> RoundResult:
+           callbacks: CallbackList, prof: Profiler | None = None) -> RoundResult:
     reducer = engine if isinstance(engine, DistributedEngine) else None
+    prof = prof or Profiler()
     t0 = time.perf_counter()
     sampled = sample_clients(server.assignment.size, cfg.clients_per_round, cfg.seed, r)
-    callbacks.round_start(r, sampled.tolist())
-    starts = server.assign(r, sampled, engine.client_losses)
+    with prof.section("io"):
+        callbacks.round_start(r, sampled.tolist())
+    with prof.section("cluster"):  # IFCA places clients by their losses under each model
+        starts = server.assign(r, sampled, engine.client_losses)
     jobs = [(int(c), server.models[s]) for c, s in zip(sampled, starts, strict=True)]
     updates = []
-    for update in engine.train(r, jobs):
+    it = engine.train(r, jobs)
+    while True:
+        with prof.section("train"):
+            update = next(it, None)
+        if update is None:
+            break
         updates.append(update)
-        callbacks.client_done(r, update)
-    info = server.step(updates, cfg.seed, r, reducer)
-    clusters, total, per_client = _evaluate(engine, server)
+        with prof.section("io"):
+            callbacks.client_done(r, update)
+    with prof.section("aggregate"):  # less the "cluster" sections inside server.step
+        info = server.step(updates, cfg.seed, r, reducer)
+    with prof.section("eval"):
+        clusters, total, per_client = _evaluate(engine, server)
     clients = [
         ClientResult(u.client, int(info.clusters[j]), u.train_loss, u.num_examples, u.steps,
                      None if info.coords is None else tuple(info.coords[j].tolist()),
@@ -182,7 +199,7 @@ def _round(r: int, cfg: Config, engine: Engine, server: ClusterServer, truth: np
         ari, nmi = agreement(truth[placed], server.assignment[placed])
     return RoundResult(r, total.accuracy, total.top5, total.loss, clusters, clients,
                        time.perf_counter() - t0, info.sse, info.empty, ari, nmi,
-                       _fairness(per_client), info.diagnostics)
+                       _fairness(per_client), info.diagnostics, prof.pop())
 
 
 def choose_ifca_restart(cfg: Config, ctx: RunContext, engine: Engine) -> int:
@@ -228,15 +245,18 @@ def run_federation(cfg: Config, callbacks: Sequence[Callback] = (),
         restart = choose_ifca_restart(cfg, ctx, engine)
     server = build_server(cfg, ctx, initial_models(cfg, ctx, restart))
     cbs = CallbackList(callbacks)
+    prof = Profiler(cfg.run.profile, ctx.device)
+    server.profiler = prof
     rounds: list[RoundResult] = []
     t0 = time.perf_counter()
     stopped = False
     cbs.run_start(ctx)
     try:
         for r in range(1, cfg.rounds + 1):
-            result = _round(r, cfg, engine, server, ctx.federation.groups, cbs)
+            result = _round(r, cfg, engine, server, ctx.federation.groups, cbs, prof)
             rounds.append(result)
-            stop = cbs.round_end(result)
+            with prof.section("io"):  # charged to the next round's record
+                stop = cbs.round_end(result)
             if reducer is not None:  # every rank stops together
                 stop = reducer.any(stop)
             if stop:

@@ -80,11 +80,12 @@ def eval_split(train_labels: np.ndarray, train_parts: list[np.ndarray], test_lab
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     counts = np.stack([np.bincount(train_labels[p], minlength=num_classes) for p in train_parts])
     totals = np.maximum(counts.sum(axis=0), 1)
-    shares = counts / totals  # [clients, classes]
     parts: list[list[np.ndarray]] = [[] for _ in train_parts]
     for c in range(num_classes):
         idx = rng.permutation(np.flatnonzero(test_labels == c))
-        cuts = np.floor(np.cumsum(shares[:, c]) * len(idx)).astype(int)
+        # integer cumulative counts: the last cut is exactly len(idx), no sample lost to
+        # float rounding of cumulative shares
+        cuts = np.cumsum(counts[:, c]) * len(idx) // totals[c]
         start = 0
         for client, end in enumerate(cuts):
             parts[client].append(idx[start:end])

@@ -24,7 +24,10 @@ __all__ = ["DATASETS", "ArrayDataset", "load_dataset"]
 
 @dataclass(frozen=True)
 class ArrayDataset:
-    """A dataset held in memory: images ``[N, C, H, W]`` uint8 and labels ``[N]`` int64."""
+    """A dataset held in memory: images ``[N, C, H, W]`` and labels ``[N]`` int64.
+
+    Images are uint8 (scaled to [0, 1] before normalising) or already float (used as
+    they are, then normalised with ``mean`` and ``std``)."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -40,10 +43,15 @@ class ArrayDataset:
         return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
 
     def normalized(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 images as float32, scaled to [0, 1] and normalised per channel."""
+        """Images as float32 normalised per channel (uint8 scaled to [0, 1] first).
+
+        Float images with mean 0 and std 1 are returned as they are (no copy)."""
+        if x.dtype == torch.float32 and set(self.mean) == {0.0} and set(self.std) == {1.0}:
+            return x
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return (x.float().div_(255.0) - mean) / std
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        return (x - mean) / std
 
 
 DATASETS: Registry[Callable[[DataConfig], ArrayDataset]] = Registry("dataset")

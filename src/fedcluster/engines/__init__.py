@@ -2,8 +2,9 @@
 
 The round loop only asks an engine to "train these clients from these start
 vectors" and to "evaluate this vector on these clients' eval sets". The
-sequential engine does both in this process; later engines (vectorised,
-distributed) implement the same :class:`Engine` protocol.
+sequential engine does both in this process, one client after another; the
+vectorised engine trains many clients at once with ``torch.func.vmap``; later
+engines (distributed) implement the same :class:`Engine` protocol.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import torch
 
 from ..fl.client import Update
 from ..fl.evaluate import EvalStats
+from .select import choose_engine, choose_threads, make_engine
 from .sequential import SequentialEngine
+from .vmap import VmapEngine
 
-__all__ = ["Engine", "SequentialEngine"]
+__all__ = ["Engine", "SequentialEngine", "VmapEngine", "choose_engine", "choose_threads",
+           "make_engine"]
 
 
 class Engine(Protocol):

@@ -12,8 +12,9 @@ from torch import nn
 
 from ..config import ClientConfig
 from .flat import FlatModel
+from .optim import FlatOptimizer
 
-__all__ = ["Update", "local_train", "make_optimizer"]
+__all__ = ["Update", "local_train", "make_optimizer", "steps_per_epoch"]
 
 
 @dataclass(frozen=True)
@@ -33,21 +34,34 @@ def make_optimizer(params: Iterable[nn.Parameter], cfg: ClientConfig) -> torch.o
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+def steps_per_epoch(n: int, cfg: ClientConfig) -> int:
+    """Local steps in one epoch over ``n`` samples (``drop_last`` drops a partial batch)."""
+    return n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
+
+
 def local_train(model: FlatModel, start: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                 idx: torch.Tensor, cfg: ClientConfig, generator: torch.Generator,
                 augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
-                ) -> tuple[torch.Tensor, float, int]:
+                opt: FlatOptimizer | None = None,
+                grad: torch.Tensor | None = None) -> tuple[torch.Tensor, float, int]:
     """Train ``model`` from ``start`` on samples ``x[idx], y[idx]``; return (delta, loss, steps).
 
     ``start`` is copied into the model, never aliased; batch order comes from ``generator``,
     and so does the batch augmentation ``augment(x_batch, generator)`` when given.
+    ``opt`` and ``grad`` (from :meth:`FlatModel.attach_grad`) may be passed in to be reused
+    across clients; the optimiser is reset here.
     """
     model.load(start)
     module = model.module
     module.train()
-    opt = make_optimizer(module.parameters(), cfg)
+    if grad is None:
+        grad = model.attach_grad()
+    params = model.flat[:model.num_params]
+    if opt is None:
+        opt = FlatOptimizer(cfg, params)
+    opt.reset()
     n, bs = len(idx), cfg.batch_size
-    per_epoch = n // bs if cfg.drop_last else math.ceil(n / bs)
+    per_epoch = steps_per_epoch(n, cfg)
     loss_sum = torch.zeros((), device=x.device)
     steps = 0
     for _ in range(cfg.local_epochs):
@@ -55,10 +69,10 @@ def local_train(model: FlatModel, start: torch.Tensor, x: torch.Tensor, y: torch
         for s in range(per_epoch):
             batch = order[s * bs:(s + 1) * bs]
             xb = x[batch] if augment is None else augment(x[batch], generator)
+            grad.zero_()
             loss = F.cross_entropy(module(xb), y[batch])
-            opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            opt.step(params.detach(), grad)
             loss_sum += loss.detach()
             steps += 1
     delta = model.flat.detach() - start

@@ -64,6 +64,24 @@ class FlatModel:
     def numel(self) -> int:
         return self.flat.numel()
 
+    @property
+    def num_params(self) -> int:
+        """Length of the trainable prefix of ``flat`` (buffers follow the parameters)."""
+        return sum(s.numel for s in self.slots if not s.is_buffer)
+
+    def attach_grad(self) -> torch.Tensor:
+        """A flat gradient ``[num_params]``; every parameter's ``.grad`` becomes a view into it.
+
+        Zero it before ``backward()``: autograd then accumulates into the views in place,
+        so an optimiser can step all parameters at once on ``flat[:num_params]``.
+        """
+        grad = torch.zeros(self.num_params, dtype=self.flat.dtype, device=self.flat.device)
+        slots = {s.name: s for s in self.slots}
+        for name, p in self.module.named_parameters():
+            s = slots[name]
+            p.grad = grad[s.offset:s.offset + s.numel].view(s.shape)
+        return grad
+
     def vector(self) -> torch.Tensor:
         """A copy of the current weights as a flat vector (never a view)."""
         return self.flat.detach().clone()

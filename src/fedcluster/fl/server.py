@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from ..profiling import Profiler
 from ..rng import CLUSTER, key_seed
 from .aggregate import group_sums, means_from_sums, server_step
 from .client import Update
@@ -74,6 +75,7 @@ class ClusterServer:
         self.space, self.k_max, self.n_init, self.seed = space or PointSpace(), k_max, n_init, seed
         self.clustering = not isinstance(self.method, FedAvg)
         self._prior: np.ndarray | None = None  # assignment before this round's assign()
+        self.profiler = Profiler()  # the run's profiler charges grouping to "cluster"
 
     @property
     def k(self) -> int:
@@ -116,14 +118,15 @@ class ClusterServer:
         weights = torch.tensor([float(u.num_examples) for u in updates], device=deltas.device)
         local = self.models[torch.from_numpy(starts).to(self.models.device)] + deltas
         points = coords = None
-        if self.clustering:
-            share = torch.from_numpy(np.bincount(starts, minlength=self.k) / len(starts))
-            reference = share.to(self.models) @ self.models
-            points, coords = self.space.points(local, deltas, reference)
-        view = RoundView(round_, clients, starts, deltas, local, weights, self.models,
-                         points if points is not None else np.zeros((len(clients), 0)),
-                         key_seed(seed, CLUSTER, round_))
-        grouping = self.method.group(view)
+        with self.profiler.section("cluster"):
+            if self.clustering:
+                share = torch.from_numpy(np.bincount(starts, minlength=self.k) / len(starts))
+                reference = share.to(self.models) @ self.models
+                points, coords = self.space.points(local, deltas, reference)
+            view = RoundView(round_, clients, starts, deltas, local, weights, self.models,
+                             points if points is not None else np.zeros((len(clients), 0)),
+                             key_seed(seed, CLUSTER, round_))
+            grouping = self.method.group(view)
         labels = grouping.labels
         for new in sorted(grouping.parents):
             if new != self.k:
@@ -152,7 +155,8 @@ class ClusterServer:
                         round_, empty)
         if not self.clustering:
             return StepInfo(labels, None, None, empty)
-        diag = self._diagnostics(grouping, points, labels, previous, view.seed)
+        with self.profiler.section("cluster"):
+            diag = self._diagnostics(grouping, points, labels, previous, view.seed)
         return StepInfo(labels, coords, within_sse(points, labels), empty, diag)
 
     def _diagnostics(self, grouping: Grouping, points: np.ndarray, labels: np.ndarray,

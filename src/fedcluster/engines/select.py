@@ -1,0 +1,73 @@
+"""Choosing the engine and the torch thread count for a run.
+
+``run.engine = "auto"`` takes the vectorised engine where it is faster and the
+model allows it, the sequential engine otherwise; ``run.threads = 0`` picks the
+intra-op thread count from the model's cost per training step. Both choices come
+from measurements on a 2-core CPU machine (README, "Speed").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..config import Config
+from ..data.augment import Augment
+from ..data.federation import Federation
+from ..fl.flat import FlatModel
+from .sequential import SequentialEngine
+from .vmap import VmapEngine, vmap_unsupported
+
+__all__ = ["choose_engine", "choose_threads", "make_engine", "step_flops"]
+
+log = logging.getLogger(__name__)
+
+# Below this many FLOPs per training step (forward + backward of one batch) a second
+# intra-op thread costs more in synchronisation than it gains.
+THREADS_MIN_FLOPS = 100e6
+
+
+def step_flops(model: FlatModel, input_shape: tuple[int, ...], batch_size: int) -> float:
+    """FLOPs of one training step's forward pass times 3 (forward + backward), counted once."""
+    x = torch.zeros((batch_size, *input_shape), device=model.flat.device)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.module.eval()
+        model.module(x)
+    return 3.0 * counter.get_total_flops()
+
+
+def choose_threads(flops: float, cores: int | None = None) -> int:
+    """Intra-op threads for a model costing ``flops`` per training step; ``cores`` defaults
+    to this process's share of the CPUs (split among the local ranks of a multi-process
+    run, ``LOCAL_WORLD_SIZE``)."""
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    cores = cores or max(1, len(os.sched_getaffinity(0)) // local)
+    return 1 if flops < THREADS_MIN_FLOPS else cores
+
+
+def choose_engine(cfg: Config, model: FlatModel, device: torch.device,
+                  augment: bool = False) -> str:
+    """The engine ``run.engine`` names, resolving "auto"; refuse vmap where it cannot run."""
+    name = cfg.run.engine
+    reason = vmap_unsupported(model.module, augment)
+    if name == "vmap" and reason:
+        raise ValueError(reason)
+    if name == "auto":
+        name = "vmap" if device.type == "cuda" and reason is None else "sequential"
+    return name
+
+
+def make_engine(cfg: Config, federation: Federation, model: FlatModel, device: torch.device,
+                augment: Augment | None = None) -> SequentialEngine | VmapEngine:
+    """The engine for this run (see :func:`choose_engine`)."""
+    name = choose_engine(cfg, model, device, augment is not None)
+    log.debug("engine: %s", name)
+    if name == "vmap":
+        return VmapEngine(federation, model, cfg.client, cfg.seed, cfg.run.eval_batch_size,
+                          cfg.run.vmap_chunk)
+    return SequentialEngine(federation, model, cfg.client, cfg.seed, cfg.run.eval_batch_size,
+                            augment)

@@ -1,0 +1,173 @@
+"""Engines: the tuned sequential engine against a plain torch.optim loop, the vmap engine
+against the sequential one, engine and thread choice, and refusals."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedcluster import load_config, prepare
+from fedcluster.engines import SequentialEngine, VmapEngine, choose_engine, choose_threads
+from fedcluster.engines.select import step_flops
+from fedcluster.engines.vmap import vmap_unsupported
+from fedcluster.fl.flat import FlatModel
+from fedcluster.models import ModelSpec, build_model
+from fedcluster.rng import CLIENT, INIT, key_seed, torch_gen
+
+BASE = ["data.num_clients=12", "run.threads=1", "run.engine=sequential"]
+
+
+def _setup(*overrides):
+    cfg = load_config(None, [*BASE, *overrides])
+    ctx, engine = prepare(cfg)
+    return cfg, ctx, engine
+
+
+def _jobs(ctx, clients):
+    """Different start vectors per client, so stacking must keep them apart."""
+    start = ctx.model.vector()
+    g = torch.Generator().manual_seed(3)
+    return [(c, start + 0.01 * torch.randn(start.shape, generator=g)) for c in clients]
+
+
+def test_sequential_engine_matches_a_plain_torch_optim_loop():
+    cfg, ctx, engine = _setup("client.optimizer=adam", "client.lr=0.01", "client.local_epochs=2")
+    client, start = _jobs(ctx, [3])[0]
+    update = next(engine.train(5, [(client, start)]))
+
+    ref = build_model(ModelSpec(ctx.federation.dataset.input_shape, 10), cfg.model,
+                      key_seed(cfg.seed, INIT))
+    ref.load_state_dict(ctx.model.state_dict(start))
+    opt = torch.optim.Adam(ref.parameters(), lr=0.01)
+    data = engine
+    idx = data.train_idx[client]
+    gen = torch_gen(cfg.seed, CLIENT, 5, client)
+    steps, losses = 0, []
+    for _ in range(2):
+        order = idx[torch.randperm(len(idx), generator=gen)]
+        for s in range(len(idx) // 32):
+            b = order[s * 32:(s + 1) * 32]
+            loss = F.cross_entropy(ref(data.train_x[b]), data.train_y[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            steps += 1
+    expected = FlatModel(ref).vector() - start
+    assert update.steps == steps > 0
+    torch.testing.assert_close(update.delta, expected, rtol=1e-5, atol=1e-6)
+    assert update.train_loss == pytest.approx(sum(losses) / steps, rel=1e-5)
+
+
+CASES = {
+    "sgd": ["client.optimizer=sgd", "client.lr=0.05"],
+    "sgd-momentum-wd": ["client.optimizer=sgd", "client.lr=0.05", "client.momentum=0.9",
+                        "client.weight_decay=0.001"],
+    "adam-2-epochs": ["client.optimizer=adam", "client.lr=0.005", "client.local_epochs=2"],
+    "partial-batches": ["client.optimizer=adam", "client.drop_last=false",
+                        "client.batch_size=48"],
+}
+
+
+def _assert_same_update(a, b, adam):
+    """Equal up to float summation order. Adam's m / sqrt(v) turns a rounding difference in
+    a near-zero gradient into a step of up to lr: allow that for a few coordinates."""
+    if not adam:
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        return
+    off = (a - b).abs() > 1e-6 + 1e-4 * b.abs()
+    assert off.float().mean() < 1e-3, f"{int(off.sum())} of {off.numel()} coordinates differ"
+    assert (a - b).norm() < 1e-3 * b.norm()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_vmap_engine_gives_the_sequential_engine_updates(case):
+    cfg, ctx, seq = _setup("data.alpha=0.3", "data.min_size=0", *CASES[case])
+    jobs = _jobs(ctx, list(range(12)))
+    expected = list(seq.train(2, jobs))
+    steps = {u.steps for u in expected}
+    assert len(steps) > 2  # clients with different numbers of steps
+    for chunk in (0, 5):
+        vm = VmapEngine(ctx.federation, ctx.model, cfg.client, cfg.seed, chunk=chunk)
+        got = list(vm.train(2, jobs))
+        assert [u.client for u in got] == [u.client for u in expected]
+        for a, b in zip(got, expected, strict=True):
+            assert (a.steps, a.num_examples) == (b.steps, b.num_examples)
+            _assert_same_update(a.delta, b.delta, adam=cfg.client.optimizer == "adam")
+            if b.steps:
+                assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5)
+                assert a.delta.abs().max() > 0
+            else:
+                assert math.isnan(a.train_loss) and not a.delta.any()
+
+
+def test_clients_without_a_full_batch_take_no_step_in_either_engine():
+    cfg, ctx, seq = _setup("data.num_clients=40", "data.alpha=0.1", "data.min_size=0",
+                           "client.optimizer=sgd")
+    small = [c for c in range(40) if len(ctx.federation.train_idx[c]) < 32]
+    assert small  # the partition has such clients
+    jobs = _jobs(ctx, small[:3] + [int(ctx.federation.train_sizes().argmax())])
+    vm = VmapEngine(ctx.federation, ctx.model, cfg.client, cfg.seed)
+    for engine in (seq, vm):
+        updates = list(engine.train(1, jobs))
+        assert [u.steps for u in updates[:-1]] == [0] * len(updates[:-1])
+        assert updates[-1].steps > 0
+        assert all(not u.delta.any() for u in updates[:-1])
+
+
+def test_an_empty_round_yields_nothing():
+    cfg, ctx, seq = _setup()
+    vm = VmapEngine(ctx.federation, ctx.model, cfg.client, cfg.seed)
+    assert list(vm.train(1, [])) == list(seq.train(1, [])) == []
+
+
+def test_evaluation_agrees_between_engines():
+    cfg, ctx, seq = _setup()
+    vm = VmapEngine(ctx.federation, ctx.model, cfg.client, cfg.seed)
+    v = ctx.model.vector()
+    a, b = seq.evaluate(v, [0, 4, 7]), vm.evaluate(v, [0, 4, 7])
+    assert a == b and a.n == sum(len(ctx.federation.eval_idx[c]) for c in (0, 4, 7))
+
+
+@pytest.mark.parametrize("layer,kind", [(nn.BatchNorm1d(10), "BatchNorm"),
+                                        (nn.Dropout(0.5), "Dropout")])
+def test_vmap_refuses_batchnorm_and_dropout_clearly(layer, kind):
+    module = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), layer)
+    reason = vmap_unsupported(module)
+    assert kind in reason and "'2'" in reason and "run.engine = 'sequential'" in reason
+    cfg, ctx, _ = _setup()
+    with pytest.raises(ValueError, match=kind):
+        VmapEngine(ctx.federation, FlatModel(module), cfg.client, cfg.seed)
+    vm_cfg = load_config(None, [*BASE, "run.engine=vmap"])
+    with pytest.raises(ValueError, match=kind):
+        choose_engine(vm_cfg, FlatModel(module), torch.device("cpu"))
+    auto = load_config(None, [*BASE, "run.engine=auto"])
+    assert choose_engine(auto, FlatModel(module), torch.device("cuda")) == "sequential"
+
+
+def test_prepare_builds_the_engine_the_config_names():
+    _, _, seq = _setup()
+    _, _, vm = _setup("run.engine=vmap")
+    assert isinstance(seq, SequentialEngine) and isinstance(vm, VmapEngine)
+    auto = load_config(None, [*BASE, "run.engine=auto"])
+    model = FlatModel(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
+    assert choose_engine(auto, model, torch.device("cuda")) == "vmap"
+
+
+def test_thread_choice_follows_the_cost_of_a_step():
+    model = FlatModel(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
+    assert step_flops(model, (1, 8, 8), 4) == 3 * 2 * 4 * 64 * 10
+    assert choose_threads(1e6, cores=2) == 1
+    assert choose_threads(1e9, cores=2) == 2
+    assert choose_threads(1e9, cores=1) == 1
+
+
+def test_bad_engine_keys_are_rejected_by_name():
+    from fedcluster.config import ConfigError
+
+    with pytest.raises(ConfigError, match="run.engine"):
+        load_config(None, ["run.engine=turbo"])
+    with pytest.raises(ConfigError, match="run.vmap_chunk"):
+        load_config(None, ["run.vmap_chunk=-1"])
