@@ -75,3 +75,28 @@ def test_identity_normalisation_does_not_copy():
     y = torch.zeros(4, dtype=torch.long)
     ds = ArrayDataset(x, y, x, y, 1, mean=(0.0,), std=(1.0,))
     assert ds.normalized(x) is x
+
+
+@pytest.mark.parametrize("scope", ["members", "all"])
+def test_eval_clients_all_evaluates_every_client(scope):
+    """W1/W2 evaluate the global model on the whole test set after every round, also
+    before every client has been sampled (run.eval_clients = "all")."""
+    from fedcluster import load_config, run_federation
+    from fedcluster.callbacks import Callback
+
+    class Keep(Callback):
+        def on_run_start(self, ctx):
+            self.fed = ctx.federation
+
+        def on_round_end(self, result):
+            self.result = result
+
+    keep = Keep()
+    cfg = load_config(None, ["rounds=1", "run.threads=1", "cluster.k=1",
+                             "server.clients_per_round=3", f"run.eval_clients={scope}"])
+    run_federation(cfg, [keep])
+    sampled = [c.id for c in keep.result.clients]
+    every = sum(len(i) for i in keep.fed.eval_idx)
+    ours = sum(len(keep.fed.eval_idx[c]) for c in sampled)
+    assert keep.result.clusters[0].eval_examples == (every if scope == "all" else ours)
+    assert keep.result.clusters[0].members == sorted(sampled)

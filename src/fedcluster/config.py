@@ -223,6 +223,7 @@ class RunConfig(_Section):
     timeout_s: float = 300.0  # how long a collective may wait for the other ranks
     vmap_chunk: int = 0
     profile: bool = False
+    eval_clients: Literal["members", "all"] = "members"
 
     def __post_init__(self) -> None:
         ok = self.device in ("auto", "cpu", "cuda") or (

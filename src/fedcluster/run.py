@@ -138,17 +138,23 @@ def build_server(cfg: Config, ctx: RunContext, initial: torch.Tensor) -> Cluster
                          space, c.k_max, c.n_init, cfg.seed)
 
 
-def _evaluate(engine: Engine, server: ClusterServer) -> tuple[list[ClusterResult],
-                                                             EvalStats, dict[int, float]]:
+def _evaluate(engine: Engine, server: ClusterServer, everyone: bool = False
+              ) -> tuple[list[ClusterResult], EvalStats, dict[int, float]]:
     """Each cluster model on each member's eval set: per-cluster results, the pooled
-    total, and each evaluated client's accuracy."""
+    total, and each evaluated client's accuracy. With ``everyone`` (``run.eval_clients =
+    "all"``) the clients not placed yet are evaluated too, on the model they would
+    start from."""
     clusters, total, per_client = [], EvalStats(), {}
+    unplaced = np.flatnonzero(server.assignment < 0).tolist() if everyone else []
+    start = server.start_cluster(unplaced[0]) if unplaced else -1
     for i in range(server.k):
         members = server.members(i).tolist()
-        stats = engine.evaluate_clients(server.models[i], members) if members else []
+        evaluated = members + (unplaced if i == start else [])
+        stats = engine.evaluate_clients(server.models[i], evaluated) if evaluated else []
         pooled = sum(stats, EvalStats())
         total = total + pooled
-        per_client.update({c: s.accuracy for c, s in zip(members, stats, strict=True) if s.n})
+        per_client.update({c: s.accuracy for c, s in zip(evaluated, stats, strict=True)
+                           if s.n})
         clusters.append(ClusterResult(i, members, pooled.accuracy, pooled.top5, pooled.loss,
                                       pooled.n))
     return clusters, total, per_client
@@ -186,7 +192,8 @@ def _round(r: int, cfg: Config, engine: Engine, server: ClusterServer, truth: np
     with prof.section("aggregate"):  # less the "cluster" sections inside server.step
         info = server.step(updates, cfg.seed, r, reducer)
     with prof.section("eval"):
-        clusters, total, per_client = _evaluate(engine, server)
+        clusters, total, per_client = _evaluate(engine, server,
+                                                cfg.run.eval_clients == "all")
     clients = [
         ClientResult(u.client, int(info.clusters[j]), u.train_loss, u.num_examples, u.steps,
                      None if info.coords is None else tuple(info.coords[j].tolist()),
