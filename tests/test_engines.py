@@ -171,3 +171,12 @@ def test_bad_engine_keys_are_rejected_by_name():
         load_config(None, ["run.engine=turbo"])
     with pytest.raises(ConfigError, match="run.vmap_chunk"):
         load_config(None, ["run.vmap_chunk=-1"])
+
+
+def test_thread_choice_shares_the_cores_among_local_ranks(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert choose_threads(1e9) == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert choose_threads(1e9) == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert choose_threads(1e9) == 1
