@@ -1,0 +1,88 @@
+"""The reporting sections of the config: figures, TensorBoard and push notifications."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from .. import secrets
+from .base import ConfigError, _Section
+
+__all__ = ["NotifyConfig", "PlotsConfig", "TelegramConfig", "TensorBoardConfig", "WebhookConfig"]
+
+
+@dataclass(frozen=True)
+class PlotsConfig(_Section):
+    """Figures in ``<run>/figures`` and ``<run>/report.html``, drawn when the run ends."""
+
+    _section: ClassVar[str] = "plots"
+    enabled: bool = True
+    every: int = 5  # rounds between per-round cluster figures (the last round always); 0: last
+    report: bool = True
+
+    def __post_init__(self) -> None:
+        self._check("every", self.every >= 0, "an integer >= 0 (0 = the last round only)")
+
+
+@dataclass(frozen=True)
+class TensorBoardConfig(_Section):
+    _section: ClassVar[str] = "tensorboard"
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
+class TelegramConfig(_Section):
+    """Telegram bot messages; on when chat_id is set. Secrets never show in its repr."""
+
+    _section: ClassVar[str] = "notify.telegram"
+    chat_id: str | int = ""
+    token: str = field(default="", repr=False)
+    api_url: str = "https://api.telegram.org"
+    proxy: str = field(default="", repr=False)
+    every: int = 1  # rounds between summaries; 0 = start, end and errors only
+
+    def __post_init__(self) -> None:
+        self._check("every", self.every >= 0, "an integer >= 0 (0 = start, end, errors only)")
+        self._check("api_url", self.api_url.startswith(("http://", "https://")),
+                    "an http:// or https:// URL")
+        if self.enabled and not self.token:
+            raise ConfigError("notify.telegram.chat_id is set but the bot token is missing: set "
+                              "notify.telegram.token or the FEDCLUSTER_TELEGRAM_TOKEN variable")
+        if any(ch.isspace() or ch == "/" for ch in self.token):
+            raise ConfigError("notify.telegram.token (hidden): expected a bot token without "
+                              "spaces or '/'")
+        why = secrets.proxy_problem(self.proxy) if self.proxy else None
+        if why:
+            raise ConfigError(f"notify.telegram.proxy = {secrets.mask_url(self.proxy)!r}: "
+                              f"expected {why}")
+
+    @property
+    def enabled(self) -> bool:
+        return str(self.chat_id) != ""
+
+
+@dataclass(frozen=True)
+class WebhookConfig(_Section):
+    """A JSON POST per message to ``url`` (kept out of repr: such URLs often hold a key)."""
+
+    _section: ClassVar[str] = "notify.webhook"
+    url: str = field(default="", repr=False)
+    every: int = 1
+
+    def __post_init__(self) -> None:
+        self._check("every", self.every >= 0, "an integer >= 0 (0 = start, end, errors only)")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"notify.webhook.url = {secrets.mask_url(self.url)!r}: expected "
+                              "an http:// or https:// URL")
+
+
+@dataclass(frozen=True)
+class NotifyConfig(_Section):
+    _section: ClassVar[str] = "notify"
+    telegram: TelegramConfig = field(default_factory=TelegramConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+
+    def secrets(self) -> list[str]:
+        """Every secret value in this section, for masking text that might contain them."""
+        t, w = self.telegram, self.webhook
+        return [s for s in (t.token, w.url, *secrets.url_secrets(t.proxy)) if s]

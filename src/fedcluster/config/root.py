@@ -1,0 +1,74 @@
+"""The whole config: top-level keys and one field per section."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .. import secrets
+from .base import _require, _Section
+from .reporting import NotifyConfig, PlotsConfig, TensorBoardConfig
+from .sections import (
+    ClientConfig,
+    ClusterConfig,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    ServerConfig,
+    StopConfig,
+)
+
+__all__ = ["Config"]
+
+
+@dataclass(frozen=True)
+class Config(_Section):
+    name: str = "digits"
+    seed: int = 0
+    rounds: int = 20
+    mode: Literal["federated", "centralized"] = "federated"
+    plugins: list[str] = field(default_factory=list)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    plots: PlotsConfig = field(default_factory=PlotsConfig)
+    tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+
+    def __post_init__(self) -> None:
+        ok_name = bool(self.name) and all(ch.isalnum() or ch in "-_." for ch in self.name)
+        self._check("name", ok_name, "a non-empty name of letters, digits, '-', '_', '.'")
+        self._check("seed", self.seed >= 0, "an integer >= 0")
+        self._check("rounds", self.rounds >= 1, "an integer >= 1")
+        n = self.data.num_clients
+        k = self.cluster.k_initial if self.cluster.k != "auto" else 1
+        _require("cluster", "k", k <= n, self.cluster.k, f"at most data.num_clients = {n}")
+        c = self.server.clients_per_round
+        if isinstance(c, int):
+            _require("server", "clients_per_round", c <= n, c, f"at most data.num_clients = {n}")
+        _require("server", "clients_per_round", self.clients_per_round >= k, c,
+                 f"enough clients per round ({self.clients_per_round} now) "
+                 f"to form cluster.k = {self.cluster.k} clusters")
+
+    @property
+    def clients_per_round(self) -> int:
+        """The number of clients sampled each round, resolved from a count or a fraction."""
+        c = self.server.clients_per_round
+        if isinstance(c, float):
+            return max(1, round(c * self.data.num_clients))
+        return c
+
+    def to_dict(self, reveal_secrets: bool = False) -> dict[str, Any]:
+        """The config as plain data; secrets are masked (``***``) unless asked for."""
+        out = dataclasses.asdict(self)
+        if not reveal_secrets:
+            tg, hook = out["notify"]["telegram"], out["notify"]["webhook"]
+            tg["token"] = secrets.MASK if tg["token"] else ""
+            tg["proxy"] = secrets.mask_url(tg["proxy"])
+            hook["url"] = secrets.MASK if hook["url"] else ""
+        return out

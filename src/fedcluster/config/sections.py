@@ -1,0 +1,179 @@
+"""The training sections of the config: data, model, client, server, cluster, stop, run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from .base import _Section
+
+__all__ = ["ClientConfig", "ClusterConfig", "DataConfig", "ModelConfig", "RunConfig",
+           "ServerConfig", "StopConfig"]
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    _section: ClassVar[str] = "data"
+    dataset: str = "digits"
+    root: str = "data"
+    num_clients: int = 20
+    partition: Literal["iid", "dirichlet", "shards", "local"] = "dirichlet"
+    alpha: float = 0.5
+    shards_per_client: int = 2
+    min_size: int = 10
+    download: bool = False
+    augment: bool = True
+    verify: bool = True
+    folder: str = ""
+    image_size: int = 224
+    workers: int = 2
+    shift: Literal["none", "rotate", "permute-labels"] = "none"
+    groups: int = 1
+    replicate: bool = True
+    normalize: bool = True  # false: inputs scaled to [0, 1] only
+
+    def __post_init__(self) -> None:
+        self._check("image_size", self.image_size >= 8, "an integer >= 8 (pixels)")
+        self._check("workers", self.workers >= 0, "an integer >= 0 (0 decodes in-process)")
+        self._check("num_clients", self.num_clients >= 1, "an integer >= 1")
+        self._check("groups", 1 <= self.groups <= self.num_clients,
+                    f"an integer in [1, data.num_clients = {self.num_clients}]")
+        self._check("shift", self.shift == "none" or self.groups >= 2,
+                    '"none" when data.groups = 1 (a shift needs data.groups >= 2)')
+        self._check("alpha", self.alpha > 0, "a number > 0")
+        self._check("shards_per_client", self.shards_per_client >= 1, "an integer >= 1")
+        self._check("min_size", self.min_size >= 0, "an integer >= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Section):
+    _section: ClassVar[str] = "model"
+    name: str = "digits-cnn"
+    hidden: list[int] = field(default_factory=lambda: [200])
+    pretrained: bool | str = False
+
+    def __post_init__(self) -> None:
+        self._check("pretrained", self.pretrained != "",
+                    'false, true (download the stock weights) or a path to a weights file')
+        self._check("hidden", all(h >= 1 for h in self.hidden), "a list of integers >= 1")
+
+
+@dataclass(frozen=True)
+class ClientConfig(_Section):
+    _section: ClassVar[str] = "client"
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    local_epochs: int = 1
+    batch_size: int = 32
+    drop_last: bool = True
+
+    def __post_init__(self) -> None:
+        self._check("lr", self.lr > 0, "a number > 0")
+        self._check("momentum", 0 <= self.momentum < 1, "a number in [0, 1)")
+        self._check("weight_decay", self.weight_decay >= 0, "a number >= 0")
+        self._check("local_epochs", self.local_epochs >= 1, "an integer >= 1")
+        self._check("batch_size", self.batch_size >= 1, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class ServerConfig(_Section):
+    _section: ClassVar[str] = "server"
+    clients_per_round: int | float = 1.0
+    lr: float = 1.0
+
+    def __post_init__(self) -> None:
+        c = self.clients_per_round
+        if isinstance(c, float):
+            self._check("clients_per_round", 0 < c <= 1, "a count >= 1 or a fraction in (0, 1]")
+        else:
+            self._check("clients_per_round", c >= 1, "a count >= 1 or a fraction in (0, 1]")
+        self._check("lr", self.lr > 0, "a number > 0")
+
+
+@dataclass(frozen=True)
+class ClusterConfig(_Section):
+    _section: ClassVar[str] = "cluster"
+    k: int | Literal["auto"] = 2
+    k_max: int = 8
+    method: Literal["kmeans", "ifca", "cfl", "hierarchical"] = "kmeans"
+    schedule: Literal["auto", "every-round", "once"] = "auto"
+    features: Literal["weights", "updates"] = "weights"
+    reduce: Literal["pca2", "sketch", "none"] = "pca2"
+    metric: Literal["euclidean", "cosine"] = "euclidean"
+    sketch_dim: int = 256
+    n_init: int = 10
+    warmup_rounds: int = 0
+    distance_threshold: float = 0.0
+    restarts: int = 1
+    restart_rounds: int = 3
+    cfl_eps1: float = 0.4
+    cfl_eps2: float = 1.6
+
+    def __post_init__(self) -> None:
+        self._check("k", self.k == "auto" or self.k >= 1, 'an integer >= 1 or "auto"')
+        self._check("k_max", self.k_max >= 2, "an integer >= 2")
+        self._check("sketch_dim", self.sketch_dim >= 1, "an integer >= 1")
+        self._check("n_init", self.n_init >= 1, "an integer >= 1")
+        self._check("warmup_rounds", self.warmup_rounds >= 0, "an integer >= 0")
+        self._check("distance_threshold", self.distance_threshold >= 0,
+                    "a number >= 0 (0: cut the dendrogram at k clusters)")
+        self._check("restarts", self.restarts >= 1, "an integer >= 1")
+        self._check("restart_rounds", self.restart_rounds >= 1, "an integer >= 1")
+        self._check("cfl_eps1", self.cfl_eps1 > 0, "a number > 0")
+        self._check("cfl_eps2", self.cfl_eps2 > 0, "a number > 0")
+        self._check("method", self.method != "ifca" or self.k != "auto",
+                    'a method that can choose k (kmeans, hierarchical, cfl) with k = "auto"; '
+                    "ifca needs an integer k")
+
+    @property
+    def k_initial(self) -> int:
+        """The largest k the config asks for up front (``k_max`` when k is chosen)."""
+        return self.k_max if self.k == "auto" else int(self.k)
+
+    @property
+    def resolved_schedule(self) -> str:
+        """``auto`` is ``once`` for one-shot hierarchical clustering, else ``every-round``."""
+        if self.schedule != "auto":
+            return self.schedule
+        return "once" if self.method == "hierarchical" else "every-round"
+
+
+@dataclass(frozen=True)
+class StopConfig(_Section):
+    _section: ClassVar[str] = "stop"
+    accuracy_delta: float = 0.0
+    loss_delta: float = 0.0
+    patience: int = 1
+
+    def __post_init__(self) -> None:
+        self._check("accuracy_delta", self.accuracy_delta >= 0, "a number >= 0 (0 disables)")
+        self._check("loss_delta", self.loss_delta >= 0, "a number >= 0 (0 disables)")
+        self._check("patience", self.patience >= 1, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class RunConfig(_Section):
+    _section: ClassVar[str] = "run"
+    engine: Literal["auto", "sequential", "vmap"] = "auto"
+    device: str = "auto"
+    threads: int = 0
+    eval_batch_size: int = 256
+    out: str = "runs"
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # multi-process runs: auto = nccl on GPU
+    timeout_s: float = 300.0  # how long a collective may wait for the other ranks
+    vmap_chunk: int = 0
+    profile: bool = False
+    eval_clients: Literal["members", "all"] = "members"
+
+    def __post_init__(self) -> None:
+        ok = self.device in ("auto", "cpu", "cuda") or (
+            self.device.startswith("cuda:") and self.device[5:].isdigit()
+        )
+        self._check("device", ok, '"auto", "cpu", "cuda" or "cuda:N"')
+        self._check("threads", self.threads >= 0, "an integer >= 0 (0 = chosen per model)")
+        self._check("eval_batch_size", self.eval_batch_size >= 1, "an integer >= 1")
+        self._check("timeout_s", self.timeout_s > 0, "a number of seconds > 0")
+        self._check("vmap_chunk", self.vmap_chunk >= 0,
+                    "an integer >= 0 (clients trained at once by the vmap engine; 0 = all)")
