@@ -12,8 +12,6 @@ sampling draw from the same seeds as fedcluster (SeedSequence keys (0, 1) and
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from wdata import WORKLOADS, process_seconds, synthetic_mnist  # noqa: E402
+from wdata import WORKLOADS, peak_mb, print_result, process_seconds, synthetic_mnist  # noqa: E402
 
 
 def dirichlet_split(labels: np.ndarray, n: int, alpha: float) -> list[np.ndarray]:
@@ -100,14 +98,10 @@ def main(argv: list[str] | None = None) -> dict:
     out = {"impl": "bare-loop", "workload": args.workload, "fl_s": round(fl, 3),
            "fl_cpu_s": round(fl_cpu, 3), "eval_s": round(eval_s, 3),
            "wall_s": round(process_seconds(), 3),
-           "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+           "peak_mb": peak_mb(),
            "accuracy": correct / len(test_x), "train_examples": examples, "steps": steps,
            "threads": args.threads}
-    if args.json:
-        print(json.dumps(out))
-    else:
-        for k, v in out.items():
-            print(f"{k:>15}: {v}")
+    print_result(out, args.json)
     return out
 
 

@@ -13,10 +13,8 @@ end of the last round's evaluation.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import resource
 import sys
 import time
 from functools import lru_cache
@@ -29,7 +27,7 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bare_loop import dirichlet_split, mnist_cnn  # noqa: E402
-from wdata import WORKLOADS, process_seconds, synthetic_mnist  # noqa: E402
+from wdata import WORKLOADS, peak_mb, print_result, process_seconds, synthetic_mnist  # noqa: E402
 
 try:
     from flwr.client import ClientApp, NumPyClient
@@ -139,14 +137,10 @@ def main(argv: list[str] | None = None) -> dict:
     out = {"impl": "flower", "workload": args.workload,
            "fl_s": round(marks["end"] - marks["start"], 3), "fl_cpu_s": float("nan"),
            "wall_s": round(process_seconds(), 3),
-           "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+           "peak_mb": peak_mb(),
            "accuracy": totals["accuracy"], "train_examples": totals["examples"],
            "steps": totals["steps"]}
-    if args.json:
-        print(json.dumps(out))
-    else:
-        for k, v in out.items():
-            print(f"{k:>15}: {v}")
+    print_result(out, args.json)
     return out
 
 

@@ -6,14 +6,16 @@ implementation trains on exactly the same tensors.
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["WORKLOADS", "process_seconds", "synthetic_mnist"]
+__all__ = ["WORKLOADS", "peak_mb", "print_result", "process_seconds", "synthetic_mnist"]
 
 _IMPORTED = time.perf_counter()
 
@@ -49,3 +51,17 @@ def process_seconds() -> float:
         return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return time.perf_counter() - _IMPORTED
+
+
+def peak_mb() -> float:
+    """This process's peak resident memory in MB (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def print_result(out: dict, as_json: bool) -> None:
+    """One JSON line (for compare.py) or an aligned key: value listing."""
+    if as_json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k:>15}: {v}")

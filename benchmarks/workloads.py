@@ -15,15 +15,13 @@ CPU seconds of the FL time (all threads; less sensitive than wall time to a busy
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from wdata import WORKLOADS, process_seconds, synthetic_mnist  # noqa: E402
+from wdata import WORKLOADS, peak_mb, print_result, process_seconds, synthetic_mnist  # noqa: E402
 
 from fedcluster.callbacks import Callback  # noqa: E402
 from fedcluster.config import DataConfig, load_config  # noqa: E402
@@ -108,18 +106,14 @@ def main(argv: list[str] | None = None) -> dict:
         "fl_s": round(clock.end - clock.start, 3),
         "fl_cpu_s": round(clock.cpu_end - clock.cpu_start, 3),
         "wall_s": round(process_seconds(), 3),
-        "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_mb": peak_mb(),
         "accuracy": summary.final.accuracy, "train_examples": clock.examples,
         "steps": clock.steps, "eval_examples": clock.eval_examples,
         "threads": torch.get_num_threads(),
     }
     if args.profile:
         out["profile"] = {k: round(v, 3) for k, v in clock.profile.items()}
-    if args.json:
-        print(json.dumps(out))
-    else:
-        for k, v in out.items():
-            print(f"{k:>15}: {v}")
+    print_result(out, args.json)
     return out
 
 
