@@ -144,6 +144,14 @@ def _rank_pid(launcher: int, rank: int) -> int:
     raise AssertionError(f"no worker with RANK={rank} under {launcher}")
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and has not exited (a zombie awaiting its parent has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _start_and_wait(out: Path, rounds_done: int) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "fedcluster", "run", "rounds=200", "run.timeout_s=5",
@@ -183,12 +191,14 @@ def test_a_dying_rank_stops_the_others_and_is_named(tmp_path):
 def test_a_hung_rank_is_named_within_the_timeout(tmp_path):
     out = tmp_path / "run"
     proc = _start_and_wait(out, 2)
-    hung = _rank_pid(proc.pid, 1)
+    hung, rank0 = _rank_pid(proc.pid, 1), _rank_pid(proc.pid, 0)
     os.kill(hung, signal.SIGSTOP)
     t0 = time.monotonic()
     try:
-        while not (out / "summary.json").exists():  # rank 0 gave up and saved everything
-            assert time.monotonic() - t0 < 5 + 20, "rank 0 did not give up within the timeout"
+        # wait for rank 0 to give up, save everything and report, i.e. to exit: killing the
+        # hung rank earlier lets torchrun tear rank 0 down before it prints its diagnosis
+        while _running(rank0):
+            assert time.monotonic() - t0 < 5 + 30, "rank 0 did not give up within the timeout"
             time.sleep(0.05)
     finally:
         os.kill(hung, signal.SIGKILL)  # torchrun would wait 30 s for a stopped process
