@@ -55,7 +55,7 @@ def test_sequential_engine_matches_a_plain_torch_optim_loop():
             opt.step()
             losses.append(loss.item())
             steps += 1
-    expected = FlatModel(ref).vector() - start
+    expected = ctx.model.from_state_dict(ref.state_dict()) - start
     assert update.steps == steps > 0
     torch.testing.assert_close(update.delta, expected, rtol=1e-5, atol=1e-6)
     assert update.train_loss == pytest.approx(sum(losses) / steps, rel=1e-5)
@@ -159,9 +159,25 @@ def test_prepare_builds_the_engine_the_config_names():
 def test_thread_choice_follows_the_cost_of_a_step():
     model = FlatModel(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
     assert step_flops(model, (1, 8, 8), 4) == 3 * 2 * 4 * 64 * 10
+    conv = FlatModel(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(),
+                                   nn.Linear(128, 10)))
+    assert step_flops(conv, (1, 8, 8), 4) == 3 * 2 * 4 * (2 * 64 * 9 + 128 * 10)
     assert choose_threads(1e6, cores=2) == 1
     assert choose_threads(1e9, cores=2) == 2
     assert choose_threads(1e9, cores=1) == 1
+
+
+def test_channels_last_and_contiguous_runs_train_the_same_model():
+    deltas = []
+    for layout in ("channels_last", "contiguous"):
+        cfg, ctx, engine = _setup(f"run.memory_format={layout}")
+        assert ctx.model.channels_last == (layout == "channels_last")
+        update = next(engine.train(4, [(3, ctx.model.vector())]))
+        deltas.append(ctx.model.state_dict(update.delta))
+    for name, d in deltas[0].items():
+        torch.testing.assert_close(d, deltas[1][name], rtol=1e-4, atol=1e-6)
+    _, auto, _ = _setup()
+    assert auto.model.channels_last  # digits-cnn on CPU
 
 
 def test_bad_engine_keys_are_rejected_by_name():

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fedcluster.config import ClientConfig, ClusterConfig
@@ -51,6 +52,38 @@ def test_server_step_is_lambda_times_the_mean_change():
 def _bn_net():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(12, 2))
+
+
+def test_channels_last_layout_changes_only_the_order_inside_the_vector():
+    def net_():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Flatten(),
+                             nn.Linear(12, 2))
+
+    net, twin = net_(), net_()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    last, plain = FlatModel(net, channels_last=True), FlatModel(twin)
+    conv = net[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert conv.data_ptr() == last.flat.data_ptr()  # still a view into the flat vector
+    assert not torch.equal(last.flat, plain.flat)  # the conv's numbers are reordered
+    v = last.vector()
+    for k, t in last.state_dict(v).items():
+        assert t.is_contiguous() and torch.equal(t, before[k])
+    assert torch.equal(last.from_state_dict(last.state_dict(v)), v)
+    assert torch.equal(last.from_state_dict(plain.state_dict(plain.vector())), v)
+
+    x = torch.randn(5, 2, 4, 4)
+    grads = []
+    for flat in (last, plain):
+        grad = flat.attach_grad()
+        F.cross_entropy(flat.module.train()(x), torch.tensor([0, 1, 0, 1, 1])).backward()
+        assert flat.module[0].weight.grad.stride() == flat.module[0].weight.stride()
+        padded = torch.cat([grad, torch.zeros(flat.numel - flat.num_params)])
+        grads.append(flat.state_dict(padded))
+    for k in grads[0]:
+        torch.testing.assert_close(grads[0][k], grads[1][k])
+    assert any(g.abs().sum() > 0 for g in grads[0].values())
 
 
 def test_flatten_round_trip_includes_buffers():

@@ -56,6 +56,12 @@ def test_round_record_carries_agreement_fairness_and_diagnostics():
         assert len(members) == c["size"]
 
 
+def test_agreement_is_left_out_without_known_groups():
+    r = _run("data.groups=1", "data.shift=none", "cluster.k=2").final
+    assert r.ari is None and r.nmi is None
+    assert r.to_json()["ari"] is None
+
+
 @pytest.mark.parametrize("method", ["ifca", "cfl", "hierarchical"])
 def test_every_method_runs_a_known_federation(method):
     extra = {"ifca": ["cluster.restarts=2", "cluster.restart_rounds=1"],

@@ -23,7 +23,7 @@ from .config import Config, ConfigError
 from .data import build_augment, build_federation, load_dataset
 from .data.federation import Federation
 from .dist import DistInfo
-from .engines import Engine, choose_threads, make_engine
+from .engines import Engine, choose_threads, make_engine, use_channels_last
 from .engines.collectives import Collectives, DistributedError
 from .engines.distributed import DistributedEngine
 from .engines.select import step_flops
@@ -67,7 +67,7 @@ def build_context(cfg: Config, run_dir: Path | None = None,
     federation = build_federation(dataset, data_cfg, cfg.seed, site, sites)
     spec = ModelSpec(dataset.input_shape, dataset.num_classes)
     module = build_model(spec, cfg.model, key_seed(cfg.seed, INIT)).to(device)
-    model = FlatModel(module)
+    model = FlatModel(module, use_channels_last(cfg.run.memory_format, module, device))
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     elif device.type == "cpu":  # threads for the model's cost per step, cores shared by ranks
@@ -112,7 +112,8 @@ def _distribute(local: Engine, cfg: Config, federation: Federation, model: FlatM
     eval_sizes = np.array([len(i) for i in federation.eval_idx])
     engine = DistributedEngine(local, Collectives(dist), federation.train_sizes(), eval_sizes,
                                home)
-    engine.check_same([_fingerprint(cfg), model.numel], "configuration and model size")
+    engine.check_same([_fingerprint(cfg), model.numel, int(model.channels_last)],
+                      "configuration, model size and run.memory_format")
     return engine
 
 
@@ -127,7 +128,8 @@ def initial_models(cfg: Config, ctx: RunContext, restart: int = 0) -> torch.Tens
     ds = ctx.federation.dataset
     spec = ModelSpec(ds.input_shape, ds.num_classes)
     seeds = [key_seed(cfg.seed, INIT, restart, i) for i in range(int(cfg.cluster.k))]
-    return torch.stack([FlatModel(build_model(spec, cfg.model, s).to(ctx.device)).vector()
+    layout = ctx.model.channels_last  # the same layout as the run's vectors
+    return torch.stack([FlatModel(build_model(spec, cfg.model, s).to(ctx.device), layout).vector()
                         for s in seeds])
 
 
@@ -202,7 +204,7 @@ def _round(r: int, cfg: Config, engine: Engine, server: ClusterServer, truth: np
     ]
     placed = server.assignment >= 0
     ari = nmi = None
-    if placed.sum() >= 2:
+    if placed.sum() >= 2 and truth.max(initial=0) > 0:  # only known groups (data.groups > 1)
         ari, nmi = agreement(truth[placed], server.assignment[placed])
     return RoundResult(r, total.accuracy, total.top5, total.loss, clusters, clients,
                        time.perf_counter() - t0, info.sse, info.empty, ari, nmi,

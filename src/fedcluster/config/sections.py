@@ -166,6 +166,8 @@ class RunConfig(_Section):
     vmap_chunk: int = 0
     profile: bool = False
     eval_clients: Literal["members", "all"] = "members"
+    # how convolution weights are laid out: auto = channels_last for conv models on CPU
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
 
     def __post_init__(self) -> None:
         ok = self.device in ("auto", "cpu", "cuda") or (

@@ -18,18 +18,20 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
-from torchvision.datasets import ImageFolder
 
 from ..config import DataConfig
 from .augment import Augmentation
 from .files import DataError, expected_files, locked, require_files
 from .sources import ArrayDataset
+
+if TYPE_CHECKING:
+    from torchvision.datasets import ImageFolder
 
 __all__ = ["dog_and_cat", "image_folder", "load_folder"]
 
@@ -54,6 +56,8 @@ class _Decode(Dataset):
     def __init__(self, samples: list[tuple[str, int]], resize: int, size: int) -> None:
         self.samples = samples
         self.size = size
+        from torchvision import transforms  # imported here: it takes over a second
+
         self.transform = transforms.Compose([
             transforms.Resize(resize), transforms.CenterCrop(size), transforms.PILToTensor()])
 
@@ -69,6 +73,8 @@ class _Decode(Dataset):
 
 
 def _scan(split: Path) -> ImageFolder:
+    from torchvision.datasets import ImageFolder
+
     try:
         return ImageFolder(str(split), loader=lambda p: p)
     except (FileNotFoundError, OSError) as e:

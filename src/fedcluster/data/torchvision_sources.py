@@ -16,11 +16,10 @@ import logging
 import pickle
 import shutil
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
-from torchvision.datasets import CIFAR10, MNIST
-from torchvision.datasets.utils import check_integrity
 
 from ..config import DataConfig
 from .augment import Augmentation
@@ -33,7 +32,14 @@ log = logging.getLogger(__name__)
 
 MNIST_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-CIFAR_DIR = CIFAR10.base_folder  # "cifar-10-batches-py"
+CIFAR_DIR = "cifar-10-batches-py"  # torchvision's CIFAR10.base_folder
+
+
+def _tv() -> ModuleType:
+    """``torchvision.datasets``, imported on first use (it takes over a second)."""
+    from torchvision import datasets
+
+    return datasets
 
 
 def mnist_root(cfg: DataConfig) -> Path:
@@ -59,7 +65,7 @@ def _extract_gz(files: list[Path]) -> None:
 
 def _read_mnist(root: Path, train: bool, files: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
     try:
-        ds = MNIST(str(root), train=train, download=False)
+        ds = _tv().MNIST(str(root), train=train, download=False)
         x, y = ds.data, ds.targets
     except (AssertionError, KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
         raise DataError(
@@ -81,11 +87,11 @@ def mnist(cfg: DataConfig) -> ArrayDataset:
     if any(f.with_name(f.name + ".gz").exists() for f in files):
         run_once(root, present, lambda: _extract_gz(files))
     if cfg.download:
-        run_once(root, present, lambda: (MNIST(str(root), train=True, download=True),
-                                         MNIST(str(root), train=False, download=True)))
+        run_once(root, present, lambda: (_tv().MNIST(str(root), train=True, download=True),
+                                         _tv().MNIST(str(root), train=False, download=True)))
     require_files("mnist", files, (
         "Set data.download = true (needs network), or copy the four files from "
-        f"{MNIST.mirrors[0]} (.gz is fine: they are extracted) into {files[0].parent}/"))
+        f"{_tv().MNIST.mirrors[0]} (.gz is fine: they are extracted) into {files[0].parent}/"))
     train_x, train_y = _read_mnist(root, True, files[:2])
     test_x, test_y = _read_mnist(root, False, files[2:])
     return ArrayDataset(train_x, train_y, test_x, test_y, 10, (0.1307,), (0.3081,),
@@ -98,7 +104,7 @@ def cifar_root(cfg: DataConfig) -> Path:
 
 def cifar10_files(cfg: DataConfig) -> list[Path]:
     base = cifar_root(cfg) / CIFAR_DIR
-    return [base / name for name, _ in CIFAR10.train_list + CIFAR10.test_list]
+    return [base / name for name, _ in _tv().CIFAR10.train_list + _tv().CIFAR10.test_list]
 
 
 class _ArraysOnly(pickle.Unpickler):
@@ -136,13 +142,15 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _verify(files: list[Path]) -> None:
-    sums = dict(CIFAR10.train_list + CIFAR10.test_list)
+    from torchvision.datasets.utils import check_integrity
+
+    sums = dict(_tv().CIFAR10.train_list + _tv().CIFAR10.test_list)
     bad = [f for f in files if not check_integrity(str(f), sums[f.name])]
     if bad:
         raise DataError(
             "dataset 'cifar10': checksum mismatch (not the official CIFAR-10 files, or "
             "corrupt): " + ", ".join(str(f) for f in bad) + ". Extract "
-            f"{CIFAR10.filename} again, or set data.verify = false for your own batches")
+            f"{_tv().CIFAR10.filename} again, or set data.verify = false for your own batches")
 
 
 @expected_files(cifar10_files)
@@ -151,13 +159,13 @@ def cifar10(cfg: DataConfig) -> ArrayDataset:
     root, files = cifar_root(cfg), cifar10_files(cfg)
     if cfg.download:
         run_once(root, lambda: all(f.exists() for f in files),
-                 lambda: CIFAR10(str(root), train=True, download=True))
+                 lambda: _tv().CIFAR10(str(root), train=True, download=True))
     require_files("cifar10", files, (
-        f"Set data.download = true (needs network), or download {CIFAR10.url} and extract "
+        f"Set data.download = true (needs network), or download {_tv().CIFAR10.url} and extract "
         f"it in {root}/ (it creates {CIFAR_DIR}/)."))
     if cfg.verify:
         _verify(files)
-    n_train = len(CIFAR10.train_list)
+    n_train = len(_tv().CIFAR10.train_list)
     train = [_read_batch(f) for f in files[:n_train]]
     test = [_read_batch(f) for f in files[n_train:]]
 

@@ -9,10 +9,11 @@ from measurements on a 2-core CPU machine (README, "Speed").
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch import nn
 
 from ..config import Config
 from ..data.augment import Augment
@@ -21,7 +22,7 @@ from ..fl.flat import FlatModel
 from .sequential import SequentialEngine
 from .vmap import VmapEngine, vmap_unsupported
 
-__all__ = ["choose_engine", "choose_threads", "make_engine", "step_flops"]
+__all__ = ["choose_engine", "choose_threads", "make_engine", "step_flops", "use_channels_last"]
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +32,30 @@ THREADS_MIN_FLOPS = 100e6
 
 
 def step_flops(model: FlatModel, input_shape: tuple[int, ...], batch_size: int) -> float:
-    """FLOPs of one training step's forward pass times 3 (forward + backward), counted once."""
+    """FLOPs of one training step: the multiply-adds of its convolutions and linear layers
+    in one forward pass, times 3 (forward + backward). Counted with forward hooks, not
+    ``FlopCounterMode``, whose first use imports torch._dynamo (a second of start-up)."""
+    total = 0.0
+
+    def count(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(m, nn.modules.conv._ConvNd):
+            per_output = m.in_channels // m.groups * math.prod(m.kernel_size)
+        else:  # nn.Linear
+            per_output = m.in_features
+        total += 2.0 * out.numel() * per_output
+
+    hooks = [m.register_forward_hook(count) for m in model.module.modules()
+             if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
     x = torch.zeros((batch_size, *input_shape), device=model.flat.device)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model.module.eval()
-        model.module(x)
-    return 3.0 * counter.get_total_flops()
+    try:
+        with torch.no_grad():
+            model.module.eval()
+            model.module(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return 3.0 * total
 
 
 def choose_threads(flops: float, cores: int | None = None) -> int:
@@ -47,6 +65,15 @@ def choose_threads(flops: float, cores: int | None = None) -> int:
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     cores = cores or max(1, len(os.sched_getaffinity(0)) // local)
     return 1 if flops < THREADS_MIN_FLOPS else cores
+
+
+def use_channels_last(memory_format: str, module: nn.Module, device: torch.device) -> bool:
+    """Whether convolution weights are laid out channels-last (``run.memory_format``;
+    "auto": for models with a 2-D convolution on CPU, where oneDNN's channels-last
+    kernels are faster; on GPU in float32 they are not reliably so)."""
+    if memory_format != "auto":
+        return memory_format == "channels_last"
+    return device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in module.modules())
 
 
 def choose_engine(cfg: Config, model: FlatModel, device: torch.device,

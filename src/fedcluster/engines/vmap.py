@@ -20,6 +20,7 @@ engine's, which this engine holds.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -65,18 +66,16 @@ class VmapEngine:
             raise ValueError(reason)
         self.model, self.client, self.seed, self.chunk = model, client, seed, chunk
         self.data = SequentialEngine(federation, model, client, seed, eval_batch_size)
-        self._names = [(s.name, s.offset, s.numel, s.shape) for s in model.slots]
+        p = model.num_params  # buffers are viewed in their own vector, offsets from p
+        self._slots = [dataclasses.replace(s, offset=s.offset - p) if s.is_buffer else s
+                       for s in model.slots]
         self._grad_fn = vmap(grad_and_value(self._loss), in_dims=(0, None, 0, 0, 0))
         self._opt: FlatOptimizer | None = None
 
     def _loss(self, params: torch.Tensor, buffers: torch.Tensor, x: torch.Tensor,
               y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of one client's batch; ``w`` is 1 for samples, 0 for padding."""
-        p = self.model.num_params
-        tensors = {}
-        for name, off, n, shape in self._names:
-            src = params[off:off + n] if off < p else buffers[off - p:off - p + n]
-            tensors[name] = src.view(shape)
+        tensors = {s.name: s.view(buffers if s.is_buffer else params) for s in self._slots}
         logits = functional_call(self.model.module, tensors, (x,))
         losses = F.cross_entropy(logits, y, reduction="none")
         return (losses * w).sum() / w.sum()

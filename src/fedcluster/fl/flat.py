@@ -4,6 +4,12 @@
 into one contiguous 1-D tensor. Loading a model is then one ``copy_`` and reading it
 one ``clone``; the vector handed in is never aliased, so a client's training can
 never write into the round's starting model.
+
+With ``channels_last`` every 4-D parameter (a convolution's weight) is laid out in
+its chunk as ``[out, h, w, in]`` and viewed as ``[out, in, h, w]``: convolutions on
+CPU then run in oneDNN's channels-last kernels, which on a 2-core machine train
+mnist-cnn about 1.3x and evaluate it about 1.6x faster. Only the order of numbers
+inside the flat vector changes; :meth:`state_dict` always returns the usual layout.
 """
 
 from __future__ import annotations
@@ -24,6 +30,15 @@ class Slot:
     offset: int
     shape: tuple[int, ...]
     is_buffer: bool
+    channels_last: bool = False
+
+    def view(self, flat: torch.Tensor) -> torch.Tensor:
+        """This tensor as a view into ``flat`` (the model's vector, or its gradient)."""
+        chunk = flat[self.offset:self.offset + self.numel]
+        if self.channels_last:
+            out, in_, h, w = self.shape
+            return chunk.view(out, h, w, in_).permute(0, 3, 1, 2)
+        return chunk.view(self.shape)
 
     @property
     def numel(self) -> int:
@@ -36,8 +51,8 @@ class Slot:
 class FlatModel:
     """A module whose parameters and float buffers are views into ``self.flat``."""
 
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
+    def __init__(self, module: nn.Module, channels_last: bool = False) -> None:
+        self.module, self.channels_last = module, channels_last
         params = list(module.named_parameters())
         buffers = [(n, b) for n, b in module.named_buffers() if b.is_floating_point()]
         dtypes = {t.dtype for _, t in params + buffers}
@@ -50,14 +65,16 @@ class FlatModel:
         offset = 0
         for is_buffer, entries in ((False, params), (True, buffers)):
             for name, t in entries:
-                view = self.flat[offset:offset + t.numel()].view_as(t)
+                slot = Slot(name, offset, tuple(t.shape), is_buffer,
+                            channels_last and not is_buffer and t.dim() == 4)
+                view = slot.view(self.flat)
                 view.copy_(t.detach())
                 if is_buffer:
                     owner, _, attr = name.rpartition(".")
                     setattr(module.get_submodule(owner), attr, view)
                 else:
                     t.data = view
-                self.slots.append(Slot(name, offset, tuple(t.shape), is_buffer))
+                self.slots.append(slot)
                 offset += t.numel()
 
     @property
@@ -79,7 +96,7 @@ class FlatModel:
         slots = {s.name: s for s in self.slots}
         for name, p in self.module.named_parameters():
             s = slots[name]
-            p.grad = grad[s.offset:s.offset + s.numel].view(s.shape)
+            p.grad = s.view(grad)
         return grad
 
     def vector(self) -> torch.Tensor:
@@ -95,13 +112,12 @@ class FlatModel:
 
     def state_dict(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
         """The named tensors of ``vector``, each its own contiguous copy (e.g. for saving)."""
-        return {
-            s.name: vector[s.offset:s.offset + s.numel].view(s.shape).clone() for s in self.slots
-        }
+        return {s.name: s.view(vector).clone(memory_format=torch.contiguous_format)
+                for s in self.slots}
 
     def from_state_dict(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         """The flat vector of a ``state_dict``-like mapping (the inverse of :meth:`state_dict`)."""
         out = torch.empty_like(self.flat)
         for s in self.slots:
-            out[s.offset:s.offset + s.numel] = tensors[s.name].reshape(-1)
+            s.view(out).copy_(tensors[s.name].reshape(s.shape))
         return out

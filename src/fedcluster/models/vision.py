@@ -8,16 +8,17 @@ convolution becomes 3x3 stride 1 and the first max-pool(s) are dropped (the usua
 CIFAR variants); VGG and AlexNet pool to 1x1 before a narrower first dense layer.
 Stock ImageNet weights (``model.pretrained = true``) fit only the unadapted
 layers; :mod:`.pretrained` loads what matches and reports the rest.
+
+torchvision is imported when a model is built, not with this module: importing it
+costs over a second, which a run of a small model should not pay.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 
 from torch import nn
-from torchvision import models as tvm
-from torchvision.models.googlenet import BasicConv2d as GoogLeNetConv
-from torchvision.models.inception import BasicConv2d as InceptionConv
 
 from ..config import ModelConfig
 from .spec import ModelSpec
@@ -25,6 +26,12 @@ from .spec import ModelSpec
 __all__ = ["SMALL_IMAGE", "VISION_MODELS", "is_small"]
 
 SMALL_IMAGE = 64  # inputs with a shorter side below this get the small-image stem
+
+
+def _tvm() -> ModuleType:
+    from torchvision import models
+
+    return models
 
 
 def is_small(spec: ModelSpec) -> bool:
@@ -41,22 +48,22 @@ def _conv_like(old: nn.Conv2d, channels: int, small: bool) -> nn.Conv2d:
                      bias=old.bias is not None)
 
 
-def _resnet(factory: Callable[..., nn.Module]) -> Callable[[ModelSpec, ModelConfig], nn.Module]:
+def _resnet(name: str) -> Callable[[ModelSpec, ModelConfig], nn.Module]:
     def build(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
-        m = factory(weights=None, num_classes=spec.num_classes)
+        m = getattr(_tvm(), name)(weights=None, num_classes=spec.num_classes)
         small = is_small(spec)
         m.conv1 = _conv_like(m.conv1, spec.input_shape[0], small)
         if small:
             m.maxpool = nn.Identity()
         return m
 
-    build.__doc__ = f"torchvision {factory.__name__}, adapted (small-image stem below 64 px)."
+    build.__doc__ = f"torchvision {name}, adapted (small-image stem below 64 px)."
     return build
 
 
 def densenet121(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
     """torchvision densenet121, adapted (3x3 stem without pooling below 64 px)."""
-    m = tvm.densenet121(weights=None, num_classes=spec.num_classes)
+    m = _tvm().densenet121(weights=None, num_classes=spec.num_classes)
     small = is_small(spec)
     m.features.conv0 = _conv_like(m.features.conv0, spec.input_shape[0], small)
     if small:
@@ -66,7 +73,7 @@ def densenet121(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
 
 def alexnet(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
     """torchvision alexnet, adapted (3x3 first conv, 1x1 pooling, 256->4096 below 64 px)."""
-    m = tvm.alexnet(weights=None, num_classes=spec.num_classes)
+    m = _tvm().alexnet(weights=None, num_classes=spec.num_classes)
     small = is_small(spec)
     m.features[0] = _conv_like(m.features[0], spec.input_shape[0], small)
     if small:
@@ -75,9 +82,9 @@ def alexnet(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
     return m
 
 
-def _vgg(factory: Callable[..., nn.Module]) -> Callable[[ModelSpec, ModelConfig], nn.Module]:
+def _vgg(name: str) -> Callable[[ModelSpec, ModelConfig], nn.Module]:
     def build(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
-        m = factory(weights=None, num_classes=spec.num_classes)
+        m = getattr(_tvm(), name)(weights=None, num_classes=spec.num_classes)
         m.features[0] = _conv_like(m.features[0], spec.input_shape[0], small=False)
         if is_small(spec):
             m.features[-1] = nn.Identity()  # four pools: 32 px -> 2x2, 28 px -> 1x1
@@ -85,14 +92,16 @@ def _vgg(factory: Callable[..., nn.Module]) -> Callable[[ModelSpec, ModelConfig]
             m.classifier[0] = nn.Linear(512, m.classifier[0].out_features)
         return m
 
-    build.__doc__ = (f"torchvision {factory.__name__}, adapted (last pool dropped, 1x1 "
+    build.__doc__ = (f"torchvision {name}, adapted (last pool dropped, 1x1 "
                      "pooling, 512->4096 below 64 px).")
     return build
 
 
 def googlenet(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
     """torchvision googlenet without auxiliary heads, adapted (small-image stem below 64 px)."""
-    m = tvm.googlenet(weights=None, num_classes=spec.num_classes, aux_logits=False,
+    from torchvision.models.googlenet import BasicConv2d as GoogLeNetConv
+
+    m = _tvm().googlenet(weights=None, num_classes=spec.num_classes, aux_logits=False,
                       init_weights=True, transform_input=False)
     c = spec.input_shape[0]
     if is_small(spec):
@@ -108,7 +117,9 @@ def inception_v3(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
 
     The stock stem needs inputs of at least 75 px.
     """
-    m = tvm.inception_v3(weights=None, num_classes=spec.num_classes, aux_logits=False,
+    from torchvision.models.inception import BasicConv2d as InceptionConv
+
+    m = _tvm().inception_v3(weights=None, num_classes=spec.num_classes, aux_logits=False,
                          init_weights=True, transform_input=False)
     c = spec.input_shape[0]
     if is_small(spec):
@@ -123,12 +134,12 @@ def inception_v3(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
 
 
 VISION_MODELS: dict[str, Callable[[ModelSpec, ModelConfig], nn.Module]] = {
-    "resnet18": _resnet(tvm.resnet18),
-    "resnet50": _resnet(tvm.resnet50),
+    "resnet18": _resnet("resnet18"),
+    "resnet50": _resnet("resnet50"),
     "densenet121": densenet121,
     "alexnet": alexnet,
-    "vgg16": _vgg(tvm.vgg16),
-    "vgg19": _vgg(tvm.vgg19),
+    "vgg16": _vgg("vgg16"),
+    "vgg19": _vgg("vgg19"),
     "googlenet": googlenet,
     "inception_v3": inception_v3,
 }

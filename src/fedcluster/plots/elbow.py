@@ -11,8 +11,6 @@ import warnings
 from typing import Any
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.exceptions import ConvergenceWarning
 
 __all__ = ["round_sse_per_k", "sse_per_k"]
 
@@ -20,6 +18,9 @@ __all__ = ["round_sse_per_k", "sse_per_k"]
 def sse_per_k(points: np.ndarray, k_max: int = 10, seed: int = 0,
               n_init: int = 4) -> dict[int, float]:
     """KMeans inertia for k = 1 .. min(k_max, number of distinct points)."""
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
     points = np.asarray(points, dtype=np.float64)
     distinct = len(np.unique(points, axis=0)) if len(points) else 0
     out: dict[int, float] = {}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.cluster import AgglomerativeClustering
 
 from ...config import ClusterConfig
 from .base import METHODS, Grouping, LossFn, RoundView
@@ -36,6 +35,8 @@ def bipartition(deltas: torch.Tensor) -> np.ndarray:
     linkage on ``1 - cos``)."""
     unit = torch.nn.functional.normalize(deltas.double(), dim=1)
     dist = (1.0 - unit @ unit.T).clamp_min(0).cpu().numpy()
+    from sklearn.cluster import AgglomerativeClustering
+
     model = AgglomerativeClustering(n_clusters=2, metric="precomputed", linkage="complete")
     return model.fit_predict(dist).astype(np.int64)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
 
 __all__ = ["agreement", "best_k", "scan_k", "silhouette", "within_sse"]
 
@@ -32,6 +31,8 @@ def silhouette(points: np.ndarray, labels: np.ndarray, metric: str = "euclidean"
     n = len(np.unique(labels))
     if not 2 <= n <= len(points) - 1:
         return None
+    from sklearn.metrics import silhouette_score
+
     return float(silhouette_score(points, labels, metric=metric))
 
 
@@ -60,5 +61,7 @@ def best_k(silhouettes: dict[int, float]) -> int:
 
 def agreement(truth: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """Adjusted Rand index and NMI of ``labels`` against ``truth`` (invariant to renaming)."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
     return (float(adjusted_rand_score(truth, labels)),
             float(normalized_mutual_info_score(truth, labels)))

@@ -11,7 +11,6 @@ runs FedAvg on its own, starting from the warm-up model.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.cluster import AgglomerativeClustering
 
 from ...config import ClusterConfig
 from .base import METHODS
@@ -25,6 +24,8 @@ def agglomerative_labels(points: np.ndarray, k: int | None, metric: str = "cosin
     """Average-linkage labels: ``k`` clusters, or a cut at distance ``threshold``."""
     if len(points) == 1:
         return np.zeros(1, dtype=np.int64)
+    from sklearn.cluster import AgglomerativeClustering
+
     model = AgglomerativeClustering(n_clusters=k if threshold is None else None,
                                     distance_threshold=threshold, metric=metric,
                                     linkage="average")

@@ -11,8 +11,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from ...config import ClusterConfig
@@ -27,6 +25,9 @@ def kmeans_labels(points: np.ndarray, k: int, seed: int, n_init: int = 10) -> np
     distinct rows than ``k``."""
     if k > len(points):
         raise ValueError(f"cannot form {k} clusters from {len(points)} points")
+    from sklearn.cluster import KMeans  # imported here: sklearn takes about a second
+    from sklearn.exceptions import ConvergenceWarning
+
     # One OpenMP/BLAS thread: scikit-learn's pools fight torch's spinning OpenMP workers
     # for the same cores (a 20-point KMeans took 1-3 s instead of ~0.1 s on 2 cores).
     with threadpool_limits(1), warnings.catch_warnings():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 __all__ = ["match_clusters"]
 
@@ -20,6 +19,8 @@ def match_clusters(candidates: torch.Tensor, models: torch.Tensor) -> np.ndarray
     minimising total squared distance; with more groups than models, the unmatched
     groups get new ids ``K, K+1, ...`` (farthest-from-every-model groups go last)."""
     cost = torch.cdist(candidates.double(), models.double()).pow(2).cpu().numpy()
+    from scipy.optimize import linear_sum_assignment
+
     rows, cols = linear_sum_assignment(cost)
     perm = np.full(len(candidates), -1, dtype=np.int64)
     perm[rows] = cols
