@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedcluster import load_config, prepare
+from fedcluster.config import ConfigError
 from fedcluster.engines import SequentialEngine, VmapEngine, choose_engine, choose_threads
 from fedcluster.engines.select import step_flops
 from fedcluster.engines.vmap import vmap_unsupported
@@ -178,6 +179,69 @@ def test_channels_last_and_contiguous_runs_train_the_same_model():
         torch.testing.assert_close(d, deltas[1][name], rtol=1e-4, atol=1e-6)
     _, auto, _ = _setup()
     assert auto.model.channels_last  # digits-cnn on CPU
+
+
+def test_worker_threads_give_the_updates_and_evaluations_of_one_worker():
+    cfg, ctx, one = _setup("data.alpha=0.3", "data.min_size=0", "run.workers=1")
+    two = SequentialEngine(ctx.federation, ctx.model, cfg.client, cfg.seed, workers=2)
+    assert (one.workers, two.workers) == (1, 2)
+    jobs = _jobs(ctx, [5, 0, 11, 3, 7])
+    sizes = [len(ctx.federation.train_idx[c]) for c, _ in jobs]
+    assert len(set(sizes)) > 2  # unequal clients: they finish out of order
+    for a, b in zip(two.train(3, jobs), one.train(3, jobs), strict=True):
+        assert (a.client, a.steps, a.num_examples) == (b.client, b.steps, b.num_examples)
+        assert torch.equal(a.delta, b.delta) and a.train_loss == b.train_loss
+    v, clients = jobs[0][1], list(range(12))
+    a, b = two.evaluate(v, clients), one.evaluate(v, clients)
+    assert (a.n, a.correct, a.correct5) == (b.n, b.correct, b.correct5)
+    assert a.loss == pytest.approx(b.loss, rel=1e-5)
+    per_a, per_b = two.evaluate_clients(v, clients), one.evaluate_clients(v, clients)
+    assert [(s.n, s.correct) for s in per_a] == [(s.n, s.correct) for s in per_b]
+    torch.testing.assert_close(two.client_losses(torch.stack([v, v + 0.01]), clients),
+                               one.client_losses(torch.stack([v, v + 0.01]), clients))
+
+
+def test_a_run_with_two_workers_trains_the_same_models_as_with_one():
+    from fedcluster import run_federation
+
+    runs = [run_federation(load_config(None, [*BASE, "rounds=2", "cluster.k=2",
+                                              f"run.workers={w}"])) for w in (1, 2)]
+    assert runs[1].context.workers == 2
+    assert torch.equal(runs[0].models, runs[1].models)
+    assert runs[0].final.accuracy == runs[1].final.accuracy
+
+
+def test_shares_cut_whole_items_into_about_equal_work():
+    cfg, ctx, _ = _setup()
+    engine = SequentialEngine(ctx.federation, ctx.model, cfg.client, cfg.seed, workers=3)
+    assert engine._shares([1] * 9) == [slice(0, 3), slice(3, 6), slice(6, 9)]
+    assert engine._shares([10, 1, 1]) == [slice(0, 1), slice(1, 3)]
+    assert engine._shares([5]) == [slice(0, 1)]
+    assert engine._shares([100, 1, 1, 1]) == [slice(0, 1), slice(1, 4)]
+
+
+def test_thread_plan_follows_the_model_cost_and_the_config(monkeypatch):
+    from fedcluster.run import plan_threads
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    small = FlatModel(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
+    big = FlatModel(nn.Sequential(nn.Flatten(), nn.Linear(64, 10**6)))  # ~1.2e10 per step
+    spec = ModelSpec((1, 8, 8), 10)
+
+    def plan(model, *overrides, device=cpu, parallel=True):
+        return plan_threads(load_config(None, list(overrides)), model, spec, device, parallel)
+
+    assert plan(small) == (1, 4)  # one worker per core
+    assert plan(big) == (4, 1)  # one worker on all cores
+    assert plan(small, "run.threads=2") == (2, 2)
+    assert plan(small, "run.workers=3") == (1, 3)
+    assert plan(small, "run.workers=2", "run.threads=3") == (3, 2)
+    assert plan(small, "run.engine=vmap") == (1, 1)
+    assert plan(small, parallel=False) == (1, 1)
+    assert plan(small, device=cuda)[1] == 1
+    with pytest.raises(ConfigError, match="run.workers"):
+        load_config(None, ["run.workers=-1"])
 
 
 def test_bad_engine_keys_are_rejected_by_name():

@@ -39,7 +39,7 @@ def run_centralized(cfg: Config, callbacks: Sequence[Callback] = (),
                     run_dir: Path | None = None) -> RunSummary:
     """Train on the pooled data for ``cfg.rounds`` epochs, evaluating after each."""
     cfg = dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, k=1))
-    ctx = build_context(cfg, run_dir)
+    ctx = build_context(cfg, run_dir, parallel_clients=False)
     ds, device, model = ctx.federation.dataset, ctx.device, ctx.model
     train_x, test_x = device_images(ds, device)
     train_y, test_y = ds.train_y.to(device), ds.test_y.to(device)

@@ -104,6 +104,7 @@ class RunContext:
     federation: Federation
     model: FlatModel
     device: torch.device
+    workers: int = 1  # clients trained at once by the sequential engine (run.workers)
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,7 @@ class RunConfig(_Section):
     engine: Literal["auto", "sequential", "vmap"] = "auto"
     device: str = "auto"
     threads: int = 0
+    workers: int = 0  # clients trained at once in threads (sequential engine); 0 = chosen
     eval_batch_size: int = 256
     out: str = "runs"
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # multi-process runs: auto = nccl on GPU
@@ -175,6 +176,7 @@ class RunConfig(_Section):
         )
         self._check("device", ok, '"auto", "cpu", "cuda" or "cuda:N"')
         self._check("threads", self.threads >= 0, "an integer >= 0 (0 = chosen per model)")
+        self._check("workers", self.workers >= 0, "an integer >= 0 (0 = chosen per model)")
         self._check("eval_batch_size", self.eval_batch_size >= 1, "an integer >= 1")
         self._check("timeout_s", self.timeout_s > 0, "a number of seconds > 0")
         self._check("vmap_chunk", self.vmap_chunk >= 0,

@@ -1,4 +1,5 @@
-"""The sequential engine: one process trains the sampled clients one after another.
+"""The sequential engine: one process trains the sampled clients one after another,
+or ``workers`` of them at a time in threads.
 
 All data sits on the training device as normalised float tensors, loaded once
 (datasets too large for that are gathered per batch, see ``data.device``); a
@@ -6,12 +7,26 @@ client's batches are gathered by indexing, its batch order and augmentation draw
 from a generator keyed by ``(seed, round, client)``. The flat gradient and the
 optimiser state are allocated once and reused by every client, so the hot loop
 allocates nothing per client beyond the activations of its steps.
+
+With ``workers > 1`` each worker thread owns a replica of the model (with its own
+gradient and optimiser state) and takes the next client as it finishes one; torch
+releases the GIL inside its kernels, so on CPU W workers of one intra-op thread each
+keep W cores busy where one small training step cannot (mnist-cnn trains 1.3x, the
+8x8 digits CNN 1.7x faster with 2 workers than with one 2-thread process on 2 cores).
+A client's update does not depend on which worker trained it, so the updates are
+those of a one-worker run; evaluation splits the samples among the workers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import copy
+import queue
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
 
+import numpy as np
 import torch
 
 from ..config import ClientConfig
@@ -26,10 +41,29 @@ from ..rng import CLIENT, torch_gen
 
 __all__ = ["SequentialEngine"]
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Replica:
+    """One worker's model, flat gradient and optimiser state."""
+
+    model: FlatModel
+    grad: torch.Tensor
+    opt: FlatOptimizer
+
+
+def _replica(model: FlatModel, client: ClientConfig) -> _Replica:
+    params = model.flat[:model.num_params]
+    return _Replica(model, model.attach_grad(), FlatOptimizer(client, params))
+
 
 class SequentialEngine:
     def __init__(self, federation: Federation, model: FlatModel, client: ClientConfig,
-                 seed: int, eval_batch_size: int = 256, augment: Augment | None = None) -> None:
+                 seed: int, eval_batch_size: int = 256, augment: Augment | None = None,
+                 workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         device = model.flat.device
         ds = federation.dataset
         self.model, self.client, self.seed = model, client, seed
@@ -39,35 +73,91 @@ class SequentialEngine:
         self.test_y = ds.test_y.to(device)
         self.train_idx = [torch.from_numpy(i).to(device) for i in federation.train_idx]
         self.eval_idx = [torch.from_numpy(i).to(device) for i in federation.eval_idx]
-        self.grad = model.attach_grad()
-        self.opt = FlatOptimizer(client, model.flat[:model.num_params])
+        twins = [FlatModel(copy.deepcopy(model.module), model.channels_last)
+                 for _ in range(workers - 1)]
+        self.replicas = [_replica(m, client) for m in [model, *twins]]
+        self._free: queue.SimpleQueue[_Replica] = queue.SimpleQueue()
+        for r in self.replicas:
+            self._free.put(r)
+        self._pool = ThreadPoolExecutor(workers, "fedcluster-worker") if workers > 1 else None
+
+    @property
+    def workers(self) -> int:
+        return len(self.replicas)
+
+    def _map(self, fn: Callable[[_Replica, T], object], items: Sequence[T],
+             cost: Sequence[int] | None = None) -> Iterator:
+        """``fn(replica, item)`` for each item, results in order; on the worker threads when
+        there are several, each call holding a replica no other call uses meanwhile, the
+        costliest items started first (so a large client does not start last)."""
+        if self._pool is None or len(items) < 2:
+            return (fn(self.replicas[0], item) for item in items)
+
+        def task(item: T) -> object:
+            replica = self._free.get()
+            try:
+                return fn(replica, item)
+            finally:
+                self._free.put(replica)
+
+        order = range(len(items)) if cost is None else np.argsort(-np.asarray(cost),
+                                                                  kind="stable")
+        futures = {int(i): self._pool.submit(task, items[i]) for i in order}
+        return (futures[i].result() for i in range(len(items)))
+
+    def _train_one(self, r: _Replica, round_: int, client: int, start: torch.Tensor) -> Update:
+        gen = torch_gen(self.seed, CLIENT, round_, client)
+        idx = self.train_idx[client]
+        delta, loss, steps = local_train(r.model, start, self.train_x, self.train_y, idx,
+                                         self.client, gen, self.augment, r.opt, r.grad)
+        return Update(client, delta, len(idx), loss, steps)
 
     def train(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]]) -> Iterator[Update]:
-        for client, start in jobs:
-            gen = torch_gen(self.seed, CLIENT, round_, client)
-            idx = self.train_idx[client]
-            delta, loss, steps = local_train(self.model, start, self.train_x, self.train_y, idx,
-                                             self.client, gen, self.augment, self.opt, self.grad)
-            yield Update(client, delta, len(idx), loss, steps)
+        jobs = list(jobs)
+        sizes = [len(self.train_idx[c]) for c, _ in jobs]
+        yield from self._map(lambda r, job: self._train_one(r, round_, *job), jobs, sizes)
+
+    def _shares(self, sizes: Sequence[int]) -> list[slice]:
+        """Cut items of ``sizes`` into up to ``workers`` runs of about equal total size,
+        at whole items."""
+        if self.workers == 1 or len(sizes) < 2:
+            return [slice(0, len(sizes))]
+        ends = np.cumsum(sizes)
+        cuts = np.searchsorted(ends, ends[-1] * np.arange(1, self.workers) / self.workers)
+        bounds = [0, *sorted(set(int(c) + 1 for c in cuts if c + 1 < len(sizes))), len(sizes)]
+        return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def evaluate(self, vector: torch.Tensor, clients: Sequence[int]) -> EvalStats:
         if len(clients) == 0:
             return EvalStats()
         idx = torch.cat([self.eval_idx[c] for c in clients])
-        self.model.load(vector)
-        return evaluate(self.model.module, self.test_x, self.test_y, idx, self.eval_batch_size)
+        bs = self.eval_batch_size
+        batches = [min(bs, len(idx) - s) for s in range(0, len(idx), bs)]
+
+        def part(r: _Replica, share: slice) -> EvalStats:  # whole batches, as one worker's
+            r.model.load(vector)
+            return evaluate(r.model.module, self.test_x, self.test_y,
+                            idx[share.start * bs:share.stop * bs], bs)
+
+        return sum(self._map(part, self._shares(batches)), EvalStats())
+
+    def _per_client(self, vector: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                    idx: Sequence[torch.Tensor]) -> list[EvalStats]:
+        def part(r: _Replica, share: slice) -> list[EvalStats]:
+            r.model.load(vector)
+            return evaluate_clients(r.model.module, x, y, idx[share], self.eval_batch_size)
+
+        return [s for stats in self._map(part, self._shares([len(i) for i in idx]))
+                for s in stats]
 
     def evaluate_clients(self, vector: torch.Tensor, clients: Sequence[int]) -> list[EvalStats]:
-        self.model.load(vector)
-        return evaluate_clients(self.model.module, self.test_x, self.test_y,
-                                [self.eval_idx[c] for c in clients], self.eval_batch_size)
+        return self._per_client(vector, self.test_x, self.test_y,
+                                [self.eval_idx[c] for c in clients])
 
     def client_losses(self, vectors: torch.Tensor, clients: Sequence[int]) -> torch.Tensor:
         out = torch.empty(len(clients), len(vectors), dtype=torch.float64)
         idx = [self.train_idx[c] for c in clients]
         for j, vector in enumerate(vectors):
-            self.model.load(vector)
-            stats = evaluate_clients(self.model.module, self.train_x, self.train_y, idx,
-                                     self.eval_batch_size)
+            stats = self._per_client(vector, self.train_x, self.train_y, idx)
             out[:, j] = torch.tensor([s.loss for s in stats], dtype=torch.float64)
         return out

@@ -53,6 +53,7 @@ class FlatModel:
 
     def __init__(self, module: nn.Module, channels_last: bool = False) -> None:
         self.module, self.channels_last = module, channels_last
+        self._grad: torch.Tensor | None = None
         params = list(module.named_parameters())
         buffers = [(n, b) for n, b in module.named_buffers() if b.is_floating_point()]
         dtypes = {t.dtype for _, t in params + buffers}
@@ -90,14 +91,16 @@ class FlatModel:
         """A flat gradient ``[num_params]``; every parameter's ``.grad`` becomes a view into it.
 
         Zero it before ``backward()``: autograd then accumulates into the views in place,
-        so an optimiser can step all parameters at once on ``flat[:num_params]``.
+        so an optimiser can step all parameters at once on ``flat[:num_params]``. The
+        model keeps one such gradient: engines sharing the model share it.
         """
-        grad = torch.zeros(self.num_params, dtype=self.flat.dtype, device=self.flat.device)
+        if self._grad is None:
+            self._grad = torch.zeros(self.num_params, dtype=self.flat.dtype,
+                                     device=self.flat.device)
         slots = {s.name: s for s in self.slots}
         for name, p in self.module.named_parameters():
-            s = slots[name]
-            p.grad = s.view(grad)
-        return grad
+            p.grad = slots[name].view(self._grad)
+        return self._grad
 
     def vector(self) -> torch.Tensor:
         """A copy of the current weights as a flat vector (never a view)."""
