@@ -36,6 +36,12 @@ def dirichlet_split(labels: np.ndarray, n: int, alpha: float) -> list[np.ndarray
     return [np.concatenate(p) for p in parts]
 
 
+def sampled(n_clients: int, per_round: int, round_: int) -> np.ndarray:
+    """The clients of a round, drawn as fedcluster draws them (key (0, 2, round))."""
+    rng = np.random.default_rng(np.random.SeedSequence([0, 2, round_]))
+    return np.sort(rng.choice(n_clients, size=per_round, replace=False))
+
+
 def mnist_cnn() -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
@@ -63,11 +69,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     t0, cpu0 = time.perf_counter(), time.process_time()
     for r in range(1, rounds + 1):
-        rng = np.random.default_rng(np.random.SeedSequence([0, 2, r]))
-        sampled = np.sort(rng.choice(n_clients, size=per_round, replace=False))
         total = {k: torch.zeros_like(v) for k, v in global_state.items()}
         weight = 0
-        for c in sampled:
+        for c in sampled(n_clients, per_round, r):
             idx = parts[c]
             model.load_state_dict(global_state)
             model.train()

@@ -4,8 +4,10 @@
     python benchmarks/flower_sim.py W1|W2 [--json]
 
 The same data, model, partition (same seeds), local training (SGD lr 0.01, batch 32,
-drop_last, one epoch) and sample-weighted FedAvg, with Flower's own client sampling;
-the server evaluates the global model on the 10,000 test images after every round.
+drop_last, one epoch) and sample-weighted FedAvg. Flower picks which simulated nodes
+run each round; the strategy tells them which partitions to train, those the bare
+loop and fedcluster sample (SeedSequence key (0, 2, round)), so all three do the same
+steps. The server evaluates the global model on the 10,000 test images after every round.
 FL time runs from the end of Flower's round-0 evaluation of the initial model to the
 end of the last round's evaluation.
 """
@@ -26,12 +28,12 @@ import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bare_loop import dirichlet_split, mnist_cnn  # noqa: E402
+from bare_loop import dirichlet_split, mnist_cnn, sampled  # noqa: E402
 from wdata import WORKLOADS, peak_mb, print_result, process_seconds, synthetic_mnist  # noqa: E402
 
 try:
     from flwr.client import ClientApp, NumPyClient
-    from flwr.common import Context, ndarrays_to_parameters
+    from flwr.common import Context, FitIns, ndarrays_to_parameters
     from flwr.server import ServerApp, ServerAppComponents, ServerConfig
     from flwr.server.strategy import FedAvg
     from flwr.simulation import run_simulation
@@ -43,6 +45,20 @@ def data(n_clients: int) -> tuple:
     train_x, train_y, test_x, test_y = synthetic_mnist()
     parts = [torch.from_numpy(p) for p in dirichlet_split(train_y.numpy(), n_clients, 0.5)]
     return train_x, train_y, test_x, test_y, parts
+
+
+class SameClientsFedAvg(FedAvg):
+    """FedAvg whose round ``r`` trains the partitions :func:`sampled` names."""
+
+    def __init__(self, n_clients: int, per_round: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.n_clients, self.per_round = n_clients, per_round
+
+    def configure_fit(self, server_round, parameters, client_manager):  # noqa: ANN001
+        chosen = super().configure_fit(server_round, parameters, client_manager)
+        parts = sampled(self.n_clients, self.per_round, server_round)
+        return [(proxy, FitIns(ins.parameters, {**ins.config, "partition": int(part)}))
+                for (proxy, ins), part in zip(chosen, parts, strict=True)]
 
 
 def get_weights(model: torch.nn.Module) -> list[np.ndarray]:
@@ -62,7 +78,7 @@ class Client(NumPyClient):
     def fit(self, parameters: list[np.ndarray], config: dict) -> tuple:
         torch.set_num_threads(1)
         train_x, train_y, _, _, parts = data(self.n_clients)
-        idx = parts[self.cid]
+        idx = parts[int(config.get("partition", self.cid))]
         model = mnist_cnn()
         set_weights(model, parameters)
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -110,8 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
 
     def server_fn(context: Context) -> ServerAppComponents:
-        strategy = FedAvg(
-            fraction_fit=per_round / n_clients, fraction_evaluate=0.0,
+        strategy = SameClientsFedAvg(
+            n_clients, per_round, fraction_fit=per_round / n_clients, fraction_evaluate=0.0,
             min_fit_clients=per_round, min_evaluate_clients=0,
             min_available_clients=n_clients, evaluate_fn=central_eval,
             initial_parameters=ndarrays_to_parameters(get_weights(mnist_cnn())),
