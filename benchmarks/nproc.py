@@ -1,10 +1,11 @@
-"""1 process vs N local workers (``fedcluster run --nproc N``) on a CPU-bound config.
+"""One process vs N local worker processes (``fedcluster run --nproc N``), CPU-bound.
 
-Runs the same federation as one process with torch's default threads (all cores), as
-one process with one thread, and as N worker processes (cores shared out),
-alternating, and prints the median FL time (round 1
-to the end of the last evaluation, from ``summary.json``) and wall time (interpreter
-start to exit, launcher included) with the speed-up. Also checks that the runs agree.
+Runs the same federation as one process with N worker threads of one torch thread
+each (``run.workers = N``, what ``run.workers = 0`` picks for small models), as one
+process with one worker on N torch threads, and as N worker processes (``--nproc N``,
+cores shared out), alternating, and prints the median FL time (round 1 to the end of
+the last evaluation, from ``summary.json``) and wall time (interpreter start to exit,
+launcher included) with the speed-up. Also checks that the runs agree.
 
     python benchmarks/nproc.py [--workers 2] [--repeats 3] [--json] [override ...]
 """
@@ -26,11 +27,15 @@ CONFIG = ["rounds=5", "data.num_clients=40", "client.local_epochs=5", "cluster.k
           "stop.accuracy_delta=0"]
 
 
-def one_run(overrides: list[str], variant: str, out: Path) -> dict[str, float]:
-    extra = ["run.threads=1"] if variant == "1 (1 thread)" else []
+def variants(n: int) -> dict[str, list[str]]:
+    """Label -> extra command-line arguments."""
+    return {f"1 ({n} worker threads)": [f"run.workers={n}", "run.threads=1"],
+            f"1 (1 worker, {n} torch threads)": ["run.workers=1", f"run.threads={n}"],
+            f"{n} (--nproc {n})": ["--nproc", str(n)]}
+
+
+def one_run(overrides: list[str], extra: list[str], out: Path) -> dict[str, float]:
     cmd = [sys.executable, "-m", "fedcluster", "run", *overrides, *extra, "--out", str(out), "-q"]
-    if variant not in ("1", "1 (1 thread)"):
-        cmd += ["--nproc", variant]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -46,31 +51,32 @@ def main() -> int:
     p.add_argument("overrides", nargs="*", help="extra section.key=value for the config")
     args = p.parse_args()
     overrides = CONFIG + args.overrides
-    workers = str(args.workers)
-    results: dict[str, list[dict[str, float]]] = {"1": [], "1 (1 thread)": [], workers: []}
+    runs = variants(args.workers)
+    threads, _, procs = list(runs)
+    results: dict[str, list[dict[str, float]]] = {n: [] for n in runs}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
             for i, n in enumerate(results):  # alternate, so load hits every variant alike
-                results[n].append(one_run(overrides, n, Path(tmp) / f"{i}-{rep}"))
+                results[n].append(one_run(overrides, runs[n], Path(tmp) / f"{i}-{rep}"))
     med = {n: {k: statistics.median(r[k] for r in rs) for k in ("wall", "fl")}
            for n, rs in results.items()}
-    best = min(("1", "1 (1 thread)"), key=lambda n: med[n]["fl"])
-    accs = {r["accuracy"] for n in ("1 (1 thread)", workers) for r in results[n]}
+    best = min(list(runs)[:2], key=lambda n: med[n]["fl"])
+    accs = {r["accuracy"] for n in (threads, procs) for r in results[n]}
     out = {"config": overrides, "cores": len(os.sched_getaffinity(0)), "repeats": args.repeats,
            "median": med, "best_single": best,
-           "speedup_fl": med[best]["fl"] / med[workers]["fl"],
-           "speedup_wall": med[best]["wall"] / med[workers]["wall"],
+           "speedup_fl": med[best]["fl"] / med[procs]["fl"],
+           "speedup_wall": med[best]["wall"] / med[procs]["wall"],
            "same_accuracy_1_thread": len(accs) == 1}
     if args.json:
         print(json.dumps(out))
         return 0
     print(f"{out['cores']} cores, median of {args.repeats}, config: {' '.join(overrides)}")
-    print(f"{'processes':>14} {'FL s':>8} {'wall s':>8}")
+    print(f"{'processes':>32} {'FL s':>8} {'wall s':>8}")
     for n, m in med.items():
-        print(f"{n:>14} {m['fl']:>8.2f} {m['wall']:>8.2f}")
-    print(f"speed-up of {workers} workers over the best single process ({best}): "
+        print(f"{n:>32} {m['fl']:>8.2f} {m['wall']:>8.2f}")
+    print(f"speed-up of {procs} over the best single process ({best}): "
           f"{out['speedup_fl']:.2f}x FL time, {out['speedup_wall']:.2f}x wall time; same final "
-          f"accuracy as 1 process with 1 thread: {out['same_accuracy_1_thread']}")
+          f"accuracy as {threads}: {out['same_accuracy_1_thread']}")
     return 0
 
 

@@ -84,7 +84,7 @@ class DistributedEngine:
         rows = torch.zeros(cap, start.numel(), dtype=start.dtype, device=start.device)
         meta = torch.zeros(cap, 3, dtype=torch.float64)
         for s, (c, _) in enumerate(mine):
-            u = done[c]
+            u = done.pop(c)  # each update is dropped once copied: one copy at a time
             rows[s] = u.delta
             meta[s] = torch.tensor([u.num_examples, u.train_loss, u.steps], dtype=torch.float64)
         rows = self.comm.all_gather(rows, f"round {round_}: gathering client updates")
