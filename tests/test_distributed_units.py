@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import logging
 import socket
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -59,6 +60,7 @@ def test_torchrun_arguments_for_each_launch_mode():
     local = torchrun_args(2, worker)
     assert local[0] == "--standalone" and local[-5:] == ["--module", "fedcluster", *worker][-5:]
     assert local[local.index("--nproc-per-node") + 1] == "2"
+    assert local[local.index("--monitor-interval") + 1] == "1"
     static = torchrun_args(4, worker, nnodes=2, node_rank=1, endpoint="10.0.0.1:29500",
                            timeout_s=60)
     assert static[:8] == ["--rdzv-backend", "static", "--rdzv-endpoint", "10.0.0.1:29500",
@@ -112,6 +114,23 @@ def test_failure_diagnosis_names_ranks_behind_or_failed():
     assert "round 2: aggregation" in msg and "peer closed" in msg
     Collectives(_info(store, rank=1)).report_failure("ValueError: bad batch")
     assert "rank 1 failed: ValueError: bad batch" in comm.diagnose("x", RuntimeError())
+
+
+def test_a_rank_lost_inside_a_collective_is_the_one_that_never_reports():
+    store = dist.HashStore()
+    store.set_timeout(timedelta(seconds=1))
+    comm = Collectives(_info(store))  # world of 3; every rank reached collective #5
+    comm.seq = 5
+    for r in (1, 2):
+        store.set(f"at/{r}", "5")
+    store.set("alive/1/5", "1")  # rank 1 survived the failure too; rank 2 never reports
+    t0 = time.monotonic()
+    msg = comm.diagnose("round 3: gathering client updates", RuntimeError("reset by peer"))
+    assert "rank(s) 2 stopped responding inside it" in msg and "reset by peer" in msg
+    assert time.monotonic() - t0 < 3
+    assert store.check(["alive/0/5"])  # this rank reported in for the others
+    store.set("alive/2/5", "1")
+    assert "every rank reported back" in comm.diagnose("x", RuntimeError("glitch"))
 
 
 def test_local_partition_holds_only_this_sites_clients():

@@ -63,8 +63,12 @@ def torchrun_args(nproc: int, worker_argv: Sequence[str], nnodes: int = 1,
     else:
         rdzv = ["--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "fedcluster",
                 "--rdzv-conf", f"join_timeout={wait}"]
+    # torchrun polls its workers every --monitor-interval seconds and tears the others
+    # down at the first failure; at its default (0.1 s) that often came before the
+    # survivors had named the failed rank and written summary.json: 1 s leaves them time
+    # (and a finished run exits at most a second later)
     return [*rdzv, "--nnodes", str(nnodes), "--nproc-per-node", str(nproc), "--max-restarts",
-            "0", "--module", "fedcluster", *worker_argv]
+            "0", "--monitor-interval", "1", "--module", "fedcluster", *worker_argv]
 
 
 def _exit(failure: object) -> str:

@@ -8,6 +8,7 @@ cluster's model -> the server clusters the updates and aggregates each cluster
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import hashlib
 import json
@@ -89,22 +90,22 @@ def plan_threads(cfg: Config, model: FlatModel, spec: ModelSpec, device: torch.d
     chosen from the model's cost per training step. Workers (clients trained at once, in
     threads) apply to the sequential engine on CPU; they share this process's cores."""
     run, cores = cfg.run, process_cores()
-    workers = 1
-    flops = None
-    if parallel_clients and device.type == "cpu" and run.engine != "vmap":
-        if run.workers or run.threads:
-            workers = run.workers or max(1, cores // run.threads)
-        else:
-            flops = step_flops(model, spec.input_shape, cfg.client.batch_size)
-            workers = choose_workers(flops, cores)
+    flops = functools.cache(lambda: step_flops(model, spec.input_shape, cfg.client.batch_size))
+    if not (parallel_clients and device.type == "cpu" and run.engine != "vmap"):
+        workers = 1
+    elif run.workers or run.threads:
+        workers = run.workers or max(1, cores // run.threads)
+    else:
+        workers = choose_workers(flops(), cores)
     if run.threads:
-        return run.threads, workers
-    if device.type != "cpu":
-        return torch.get_num_threads(), workers
-    if workers > 1:
-        return max(1, cores // workers), workers
-    flops = flops or step_flops(model, spec.input_shape, cfg.client.batch_size)
-    return choose_threads(flops, cores), workers
+        threads = run.threads
+    elif device.type != "cpu":
+        threads = torch.get_num_threads()
+    elif workers > 1:
+        threads = max(1, cores // workers)
+    else:
+        threads = choose_threads(flops(), cores)
+    return threads, workers
 
 
 def prepare(cfg: Config, run_dir: Path | None = None,

@@ -4,12 +4,20 @@ Only tensors cross the wire (``all_gather``, ``all_reduce``, ``broadcast``): nev
 ``*_object`` collective, never pickle. Before each collective a rank records how far
 it got in the rendezvous store; when a collective fails (a peer died, or stopped
 answering for ``run.timeout_s``), the survivors read those marks and name the ranks
-that never arrived, or that reported their own failure.
+that never arrived, or that reported their own failure. When every rank had arrived,
+each survivor reports in and waits up to ``REPORT_GRACE_S`` for the others: the ranks
+that never report died or hung inside the collective. SIGTERM (torchrun stopping the
+survivors once it sees a worker die) is held off meanwhile, so the diagnosis is made.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
 from datetime import timedelta
 
 import torch
@@ -20,6 +28,28 @@ from ..dist import DistInfo
 __all__ = ["Collectives", "DistributedError"]
 
 log = logging.getLogger(__name__)
+
+
+REPORT_GRACE_S = 1.0  # how long survivors of a failed collective wait for each other
+
+
+@contextlib.contextmanager
+def _sigterm_held() -> Iterator[None]:
+    """Record instead of act on SIGTERM inside the block (main thread only); a process
+    with the default action still terminates after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if received and previous == signal.SIG_DFL:
+            signal.raise_signal(signal.SIGTERM)
+        # a handler of the caller's (the CLI's) is not called: the DistributedError about
+        # to be raised unwinds the run the same way, with the better message
 
 
 class DistributedError(RuntimeError):
@@ -71,27 +101,46 @@ class Collectives:
             log.debug("could not record the failure in the store", exc_info=True)
 
     def diagnose(self, what: str, error: BaseException) -> str:
-        """Explain a failed collective: which ranks failed or never arrived."""
+        """Explain a failed collective: which ranks failed, never arrived, or never
+        reported back after it."""
         head = (f"rank {self.rank}: {what} (collective #{self.seq}) failed "
                 f"(timeout {self.info.timeout_s:g} s)")
         store = self.info.store
-        failed, behind = [], []
-        try:
-            store.set_timeout(timedelta(seconds=5))
-            for r in range(self.world):
-                if r == self.rank:
-                    continue
-                if store.check([f"failed/{r}"]):
-                    failed.append(f"rank {r} failed: {store.get(f'failed/{r}').decode()}")
-                elif not store.check([f"at/{r}"]) or int(store.get(f"at/{r}")) < self.seq:
-                    behind.append(r)
-        except Exception:
-            return (f"{head}: {error}; the rendezvous store is unreachable as well, so the "
-                    "failed rank is unknown (node 0 hosts the store: it may be the one lost)")
+        failed, behind, silent = [], [], []
+        with _sigterm_held():
+            try:
+                store.set_timeout(timedelta(seconds=5))
+                store.set(f"alive/{self.rank}/{self.seq}", "1")
+                for r in range(self.world):
+                    if r == self.rank:
+                        continue
+                    if store.check([f"failed/{r}"]):
+                        failed.append(f"rank {r} failed: {store.get(f'failed/{r}').decode()}")
+                    elif not store.check([f"at/{r}"]) or int(store.get(f"at/{r}")) < self.seq:
+                        behind.append(r)
+                if not failed and not behind:
+                    silent = self._silent(store)
+            except Exception:
+                return (f"{head}: {error}; the rendezvous store is unreachable as well, so "
+                        "the failed rank is unknown (node 0 hosts the store: it may be the "
+                        "one lost)")
         if failed:
             return f"{head}: " + "; ".join(failed)
         if behind:
             names = ", ".join(str(r) for r in behind)
             return (f"{head}: rank(s) {names} stopped responding before reaching it "
                     f"(died or hung); {error}")
-        return f"{head}: a rank died inside the collective; {error}"
+        if silent:
+            names = ", ".join(str(r) for r in silent)
+            return (f"{head}: rank(s) {names} stopped responding inside it (died or hung: "
+                    f"no report within {REPORT_GRACE_S:g} s after the failure); {error}")
+        return f"{head}: every rank reported back, the collective itself failed; {error}"
+
+    def _silent(self, store: dist.Store) -> list[int]:
+        """The other ranks that do not report this collective's failure within the grace."""
+        waiting = [r for r in range(self.world) if r != self.rank]
+        deadline = time.monotonic() + REPORT_GRACE_S
+        while waiting and time.monotonic() < deadline:
+            time.sleep(0.05)
+            waiting = [r for r in waiting if not store.check([f"alive/{r}/{self.seq}"])]
+        return waiting
