@@ -6,7 +6,7 @@
 
 Every implementation runs in its own process, one at a time, alternating (rep 1 of
 all, then rep 2 of all, ...), so slow drifts of the machine hit all alike. Wall time
-is measured here (process start to exit), peak memory as the largest sum of the
+is measured here (process start to exit, waited for exactly), peak memory as the largest sum of the
 resident memory of the process and all its descendants (polled every 0.25 s: Ray's
 worker processes count), FL time and accuracy as each program reports them. The table
 shows medians; ratios are against the bare loop (and Flower, when it ran).
@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -67,10 +68,19 @@ def measure(cmd: list[str]) -> dict:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         peak = 0.0
-        while proc.poll() is None:
-            peak = max(peak, tree_rss_mb(proc.pid))
-            time.sleep(0.25)
+        done = threading.Event()
+
+        def sample() -> None:  # memory every 0.25 s, beside the exact wait for the exit
+            nonlocal peak
+            while not done.wait(0.25):
+                peak = max(peak, tree_rss_mb(proc.pid))
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        proc.wait()
         wall = time.perf_counter() - t0
+        done.set()
+        sampler.join()
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
