@@ -133,6 +133,26 @@ def test_a_rank_lost_inside_a_collective_is_the_one_that_never_reports():
     assert "every rank reported back" in comm.diagnose("x", RuntimeError("glitch"))
 
 
+def test_sigterm_is_held_off_while_the_survivors_diagnose():
+    import os
+    import signal
+
+    from fedcluster.engines.collectives import _sigterm_held
+
+    calls = []
+    previous = signal.signal(signal.SIGTERM, lambda *a: calls.append("handler"))
+    try:
+        with _sigterm_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the signal is delivered here, to the recorder
+        assert calls == []  # the caller's handler is not run: a DistributedError follows
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        assert calls == ["handler"]  # and it is back in place afterwards
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_local_partition_holds_only_this_sites_clients():
     cfg = load_config(None, ["data.partition=local", "data.num_clients=6"]).data
     ds = load_dataset(cfg)
