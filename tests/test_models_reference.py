@@ -56,3 +56,40 @@ def test_reference_cnn_rejects_too_small_input():
 
 def test_reference_names_registered():
     assert {"simple-cnn", "mnist-cnn", "cat-and-dog-conv-net"} <= set(MODELS.names())
+
+
+def _reference_order(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy with every (MaxPool2d, ReLU) pair put back in the reference's (ReLU, MaxPool2d)."""
+    import copy
+
+    ref = copy.deepcopy(model)
+    for seq in [m for m in ref.modules() if isinstance(m, torch.nn.Sequential)]:
+        layers = list(seq)
+        for i in range(len(layers) - 1):
+            if isinstance(layers[i], torch.nn.MaxPool2d) and isinstance(layers[i + 1],
+                                                                        torch.nn.ReLU):
+                seq[i], seq[i + 1] = layers[i + 1], layers[i]
+    return ref
+
+
+@pytest.mark.parametrize(("name", "shape"), [("simple-cnn", (1, 28, 28)),
+                                             ("mnist-cnn", (1, 28, 28)),
+                                             ("digits-cnn", (1, 8, 8))])
+def test_pooling_before_relu_is_the_reference_function_bit_for_bit(name, shape):
+    """The shipped CNNs pool before the ReLU; outputs and gradients equal ReLU-then-pool."""
+    model = build_model(ModelSpec(shape, 10), ModelConfig(name=name), seed=0)
+    ref = _reference_order(model)
+    kinds = [type(m).__name__ for m in model.modules()]
+    assert "MaxPool2d" in kinds and kinds != [type(m).__name__ for m in ref.modules()]
+    x = torch.randn(64, *shape, generator=torch.Generator().manual_seed(1))
+    x[:8] = 0.0  # ties in the pooling windows, and exact zeros into the ReLU
+    y = torch.randint(0, 10, (64,), generator=torch.Generator().manual_seed(2))
+    outs, grads = [], []
+    for m in (model, ref):
+        m.zero_grad()
+        out = m(x)
+        torch.nn.functional.cross_entropy(out, y).backward()
+        outs.append(out.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
+    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(grads[0], grads[1])

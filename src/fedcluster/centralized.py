@@ -24,6 +24,7 @@ from .callbacks.base import Callback, CallbackList
 from .config import Config
 from .data import build_augment
 from .data.device import device_images
+from .engines.select import use_blocked_eval
 from .fl.client import make_optimizer
 from .fl.evaluate import evaluate
 from .results import ClientResult, ClusterResult, RoundResult, RunSummary
@@ -47,6 +48,7 @@ def run_centralized(cfg: Config, callbacks: Sequence[Callback] = (),
     test_idx = torch.arange(len(test_y), device=device)
     augment = build_augment(ds.augmentation, ds.mean, ds.std, cfg.data.augment)
     module = model.module
+    blocked = use_blocked_eval(cfg.run.eval_layout, cfg.model.name, module, device)
     opt = make_optimizer(module.parameters(), cfg.client)
     bs, n = cfg.client.batch_size, len(pooled)
     per_epoch = n // bs if cfg.client.drop_last else math.ceil(n / bs)
@@ -71,7 +73,7 @@ def run_centralized(cfg: Config, callbacks: Sequence[Callback] = (),
                 loss.backward()
                 opt.step()
                 loss_sum += loss.detach()
-            stats = evaluate(module, test_x, test_y, test_idx, cfg.run.eval_batch_size)
+            stats = evaluate(module, test_x, test_y, test_idx, cfg.run.eval_batch_size, blocked)
             train_loss = loss_sum.item() / per_epoch if per_epoch else math.nan
             rounds.append(RoundResult(
                 r, stats.accuracy, stats.top5, stats.loss,

@@ -169,6 +169,8 @@ class RunConfig(_Section):
     eval_clients: Literal["members", "all"] = "members"
     # how convolution weights are laid out: auto = channels_last for conv models on CPU
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+    # evaluation on CPU: blocked = the convolutional stem in oneDNN's blocked layout
+    eval_layout: Literal["auto", "blocked", "dense"] = "auto"
 
     def __post_init__(self) -> None:
         ok = self.device in ("auto", "cpu", "cuda") or (

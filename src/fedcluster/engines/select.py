@@ -18,12 +18,14 @@ from torch import nn
 from ..config import Config
 from ..data.augment import Augment
 from ..data.federation import Federation
+from ..fl.evaluate import blocked_stem
 from ..fl.flat import FlatModel
+from ..models import BLOCKED_EVAL
 from .sequential import SequentialEngine
 from .vmap import VmapEngine, vmap_unsupported
 
 __all__ = ["choose_engine", "choose_threads", "choose_workers", "make_engine", "process_cores",
-           "step_flops", "use_channels_last"]
+           "step_flops", "use_blocked_eval", "use_channels_last"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,23 @@ def use_channels_last(memory_format: str, module: nn.Module, device: torch.devic
     return device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in module.modules())
 
 
+def use_blocked_eval(layout: str, model_name: str, module: nn.Module,
+                     device: torch.device) -> bool:
+    """Whether evaluation runs the convolutional stem in oneDNN's blocked layout
+    (``run.eval_layout``; "auto": for the models measured faster that way on CPU,
+    ``BLOCKED_EVAL``). "blocked" on a model or device that cannot is an error."""
+    if layout == "dense":
+        return False
+    able = device.type == "cpu" and torch.backends.mkldnn.is_available() and all(
+        p.dtype == torch.float32 for p in module.parameters()) and blocked_stem(module) > 0
+    if layout == "blocked" and not able:
+        raise ValueError(
+            'run.eval_layout = "blocked" needs a CPU run and a model of nn.Sequential '
+            "containers only that starts with a Conv2d (float32); got "
+            f"{type(module).__name__} on {device}; use \"auto\" or \"dense\"")
+    return able and (layout == "blocked" or model_name in BLOCKED_EVAL)
+
+
 def choose_engine(cfg: Config, model: FlatModel, device: torch.device,
                   augment: bool = False) -> str:
     """The engine ``run.engine`` names, resolving "auto"; refuse vmap where it cannot run."""
@@ -108,9 +127,10 @@ def make_engine(cfg: Config, federation: Federation, model: FlatModel, device: t
                 augment: Augment | None = None, workers: int = 1) -> SequentialEngine | VmapEngine:
     """The engine for this run (see :func:`choose_engine`)."""
     name = choose_engine(cfg, model, device, augment is not None)
-    log.debug("engine: %s", name)
+    blocked = use_blocked_eval(cfg.run.eval_layout, cfg.model.name, model.module, device)
+    log.debug("engine: %s, blocked evaluation: %s", name, blocked)
     if name == "vmap":
         return VmapEngine(federation, model, cfg.client, cfg.seed, cfg.run.eval_batch_size,
-                          cfg.run.vmap_chunk)
+                          cfg.run.vmap_chunk, blocked)
     return SequentialEngine(federation, model, cfg.client, cfg.seed, cfg.run.eval_batch_size,
-                            augment, workers)
+                            augment, workers, blocked)

@@ -61,13 +61,14 @@ def _replica(model: FlatModel, client: ClientConfig) -> _Replica:
 class SequentialEngine:
     def __init__(self, federation: Federation, model: FlatModel, client: ClientConfig,
                  seed: int, eval_batch_size: int = 256, augment: Augment | None = None,
-                 workers: int = 1) -> None:
+                 workers: int = 1, blocked_eval: bool = False) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         device = model.flat.device
         ds = federation.dataset
         self.model, self.client, self.seed = model, client, seed
         self.eval_batch_size, self.augment = eval_batch_size, augment
+        self.blocked_eval = blocked_eval
         self.train_x, self.test_x = device_images(ds, device)
         self.train_y = ds.train_y.to(device)
         self.test_y = ds.test_y.to(device)
@@ -137,7 +138,7 @@ class SequentialEngine:
         def part(r: _Replica, share: slice) -> EvalStats:  # whole batches, as one worker's
             r.model.load(vector)
             return evaluate(r.model.module, self.test_x, self.test_y,
-                            idx[share.start * bs:share.stop * bs], bs)
+                            idx[share.start * bs:share.stop * bs], bs, self.blocked_eval)
 
         return sum(self._map(part, self._shares(batches)), EvalStats())
 
@@ -145,7 +146,8 @@ class SequentialEngine:
                     idx: Sequence[torch.Tensor]) -> list[EvalStats]:
         def part(r: _Replica, share: slice) -> list[EvalStats]:
             r.model.load(vector)
-            return evaluate_clients(r.model.module, x, y, idx[share], self.eval_batch_size)
+            return evaluate_clients(r.model.module, x, y, idx[share], self.eval_batch_size,
+                                    self.blocked_eval)
 
         return [s for stats in self._map(part, self._shares([len(i) for i in idx]))
                 for s in stats]

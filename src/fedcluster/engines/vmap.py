@@ -60,12 +60,14 @@ class VmapEngine:
     """Train up to ``chunk`` clients at once (0: all of a round's clients)."""
 
     def __init__(self, federation: Federation, model: FlatModel, client: ClientConfig,
-                 seed: int, eval_batch_size: int = 256, chunk: int = 0) -> None:
+                 seed: int, eval_batch_size: int = 256, chunk: int = 0,
+                 blocked_eval: bool = False) -> None:
         reason = vmap_unsupported(model.module)
         if reason:
             raise ValueError(reason)
         self.model, self.client, self.seed, self.chunk = model, client, seed, chunk
-        self.data = SequentialEngine(federation, model, client, seed, eval_batch_size)
+        self.data = SequentialEngine(federation, model, client, seed, eval_batch_size,
+                                     blocked_eval=blocked_eval)
         p = model.num_params  # buffers are viewed in their own vector, offsets from p
         self._slots = [dataclasses.replace(s, offset=s.offset - p) if s.is_buffer else s
                        for s in model.slots]

@@ -19,9 +19,15 @@ from .pretrained import load_pretrained
 from .spec import ModelSpec
 from .vision import VISION_MODELS
 
-__all__ = ["MODELS", "ModelSpec", "build_model"]
+__all__ = ["BLOCKED_EVAL", "MODELS", "ModelSpec", "build_model"]
 
 MODELS: Registry[Callable[[ModelSpec, ModelConfig], nn.Module]] = Registry("model")
+
+# Models that evaluate faster on CPU with their convolutional stem in oneDNN's blocked
+# layout (run.eval_layout = "auto"), measured by benchmarks/eval_layout.py on 2 cores:
+# mnist-cnn 1.42x, simple-cnn 1.55x; digits-cnn gains nothing (1.0-1.1x) and a VGG-like
+# stack of 3x3 convolutions is slower (0.87x), so other models evaluate dense by default.
+BLOCKED_EVAL = frozenset({"mnist-cnn", "simple-cnn"})
 
 
 @MODELS.register("digits-cnn")
@@ -30,7 +36,7 @@ def digits_cnn(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
     c, h, w = spec.input_shape
     return nn.Sequential(
         nn.Conv2d(c, 16, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),  # = ReLU, pool
         nn.Flatten(),
         nn.Linear(32 * (h // 2) * (w // 2), 64), nn.ReLU(),
         nn.Linear(64, spec.num_classes),
