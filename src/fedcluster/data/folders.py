@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import DataConfig
@@ -65,6 +64,8 @@ class _Decode(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
+        from PIL import Image, UnidentifiedImageError
+
         try:
             with Image.open(self.samples[i][0]) as img:
                 return self.transform(img.convert("RGB")), True

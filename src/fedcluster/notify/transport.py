@@ -4,9 +4,11 @@ and the checks that turn a missing SOCKS dependency into an install hint."""
 from __future__ import annotations
 
 import importlib.util
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import requests
+if TYPE_CHECKING:
+    import requests
 
 __all__ = ["MissingDependency", "check_proxy_support", "make_session", "retry_after"]
 
@@ -27,6 +29,8 @@ def check_proxy_support(proxy: str) -> None:
 def make_session(proxy: str = "") -> requests.Session:
     """A session sending every request through ``proxy`` (any of socks5, socks5h, http,
     https) when one is given."""
+    import requests  # here: 50 ms of start-up for runs that push nothing
+
     check_proxy_support(proxy)
     session = requests.Session()
     if proxy:
