@@ -195,3 +195,49 @@ def test_cfl_splits_recursively_up_to_k_max():
     assert server.k == 4 and agreement(truth, server.assignment[:12])[0] == 1.0
     server.step(updates_of(centred), seed=0, round_=3)
     assert server.k == 4  # capped at k_max
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_principal_coords_keep_distances_and_leave_the_input_alone(dtype):
+    from fedcluster.fl.clustering.features import principal_coords
+
+    x = torch.randn(6, 50, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    before = x.clone()
+    coords = torch.from_numpy(principal_coords(x, chunk=7))
+    assert torch.equal(x, before)  # centring happens on a copy, also for float64 input
+    assert torch.allclose(torch.cdist(coords, coords), torch.cdist(x.double(), x.double()),
+                          atol=1e-4 if dtype == torch.float32 else 1e-9)
+
+
+@pytest.mark.parametrize(("reduce", "metric"), [("pca2", "euclidean"), ("none", "euclidean"),
+                                                ("sketch", "euclidean"), ("pca2", "cosine")])
+def test_weight_points_are_measured_from_the_reference(reduce, metric):
+    """features = "weights" clusters local - reference; the points must not depend on how
+    that difference is formed (translation-invariant reductions skip forming it)."""
+    g = torch.Generator().manual_seed(1)
+    deltas = torch.randn(8, 40, generator=g, dtype=torch.float64)
+    starts = torch.randn(8, 40, generator=g, dtype=torch.float64)
+    reference = torch.randn(40, generator=g, dtype=torch.float64)
+    local = starts + deltas
+    space = PointSpace("weights", reduce, metric, sketch_dim=16, seed=3)
+    points, _ = space.points(local, deltas, reference)
+    # the same clients seen from another origin: local and reference moved alike
+    shift = torch.randn(40, generator=g, dtype=torch.float64)
+    moved, _ = space.points(local + shift, deltas, reference + shift)
+    if reduce == "sketch":  # the points themselves: sketch(local - reference)
+        from fedcluster.fl.clustering.sketch import sketch
+
+        want = sketch(local - reference, 16, 3).double().numpy()
+        np.testing.assert_allclose(points, want, rtol=1e-4, atol=1e-4)
+    dist = [np.linalg.norm(p[:, None] - p[None], axis=-1) for p in (points, moved)]
+    np.testing.assert_allclose(dist[0], dist[1], rtol=1e-4, atol=1e-4)
+
+
+def test_server_step_takes_the_deltas_stacked_or_not():
+    deltas, _ = blobs([[5.0, 0.0], [0.0, 5.0], [-5.0, -5.0]], per=4)
+    stacked = _server().step(updates_of(deltas), seed=0, round_=1, deltas=deltas.clone())
+    server = _server()
+    listed = server.step(updates_of(deltas), seed=0, round_=1)
+    assert np.array_equal(stacked.clusters, listed.clusters)
+    with pytest.raises(ValueError, match="11 stacked deltas for 12 updates"):
+        server.step(updates_of(deltas), seed=0, round_=2, deltas=deltas[:11])

@@ -35,6 +35,7 @@ from .engines.select import (
     step_flops,
     use_channels_last,
 )
+from .fl.client import Update
 from .fl.clustering import PointSpace, agreement, build_method
 from .fl.evaluate import EvalStats
 from .fl.flat import FlatModel
@@ -213,18 +214,23 @@ def _round(r: int, cfg: Config, engine: Engine, server: ClusterServer, truth: np
     with prof.section("cluster"):  # IFCA places clients by their losses under each model
         starts = server.assign(r, sampled, engine.client_losses)
     jobs = [(int(c), server.models[s]) for c, s in zip(sampled, starts, strict=True)]
-    updates = []
+    updates: list[Update] = []
+    deltas: torch.Tensor | None = None  # [clients, D]: each update's delta lives in its row
     it = engine.train(r, jobs)
     while True:
         with prof.section("train"):
             update = next(it, None)
         if update is None:
             break
+        if deltas is None:
+            deltas = update.delta.new_empty((len(jobs), update.delta.numel()))
+        deltas[len(updates)] = update.delta  # the engine's own copy can be freed now
+        update = dataclasses.replace(update, delta=deltas[len(updates)])
         updates.append(update)
         with prof.section("io"):
             callbacks.client_done(r, update)
     with prof.section("aggregate"):  # less the "cluster" sections inside server.step
-        info = server.step(updates, cfg.seed, r, reducer)
+        info = server.step(updates, cfg.seed, r, reducer, deltas)
     with prof.section("eval"):
         clusters, total, per_client = _evaluate(engine, server,
                                                 cfg.run.eval_clients == "all")

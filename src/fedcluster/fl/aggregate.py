@@ -22,19 +22,25 @@ def weighted_mean(vectors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def group_sums(vectors: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor, k: int,
-               chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+               chunk: int = 1 << 16, rows: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Running sums per group: ``(sums [k, D], totals [k])`` with ``sums[g] = sum w_i v_i``
-    over the rows labelled ``g`` and ``totals[g] = sum w_i``, both float64.
+    over the rows labelled ``g`` and ``totals[g] = sum w_i``, both float64; with ``rows``
+    (indices) over those rows of ``vectors`` only (``weights`` and ``labels`` are per
+    row of ``vectors``).
 
-    Accumulating in float64 (``chunk`` rows at a time, to bound memory) makes the sums
-    nearly independent of the order of addition: sums from several processes, added
-    up, round to the same float32 model as one process's sum.
+    Accumulating in float64 makes the sums nearly independent of the order of addition:
+    sums from several processes, added up, round to the same float32 model as one
+    process's sum. ``chunk`` columns are converted at a time, so the float64 working
+    copy is ``[m, chunk]``, never ``[m, D]``; each sum adds its rows in order.
     """
+    if rows is not None:
+        weights, labels = weights[rows], labels[rows]
     w = weights.to(torch.float64)
     sums = torch.zeros(k, vectors.shape[1], dtype=torch.float64, device=vectors.device)
-    for s in range(0, vectors.shape[0], chunk):
-        rows = vectors[s:s + chunk].to(torch.float64) * w[s:s + chunk, None]
-        sums.index_add_(0, labels[s:s + chunk], rows)
+    for s in range(0, vectors.shape[1], chunk):
+        block = vectors[:, s:s + chunk] if rows is None else vectors[rows, s:s + chunk]
+        sums[:, s:s + chunk].index_add_(0, labels, block.to(torch.float64) * w[:, None])
     totals = torch.zeros(k, dtype=torch.float64, device=vectors.device).index_add_(0, labels, w)
     return sums, totals
 

@@ -103,8 +103,11 @@ class ClusterServer:
         return np.array([self.start_cluster(int(c)) for c in clients], dtype=np.int64)
 
     def step(self, updates: list[Update], seed: int, round_: int,
-             reducer: Reducer | None = None) -> StepInfo:
+             reducer: Reducer | None = None, deltas: torch.Tensor | None = None) -> StepInfo:
         """Group the round's updates, aggregate each cluster, and reassign its members.
+
+        ``deltas`` may hold the updates' deltas already stacked (``[len(updates), D]``,
+        row i = ``updates[i].delta``), which saves a copy of them all.
 
         With a ``reducer`` (several processes) every process groups the same gathered
         updates, sums only those it trained, and the reducer adds the per-cluster sums
@@ -114,9 +117,13 @@ class ClusterServer:
         starts = np.array([self.start_cluster(int(c)) for c in clients], dtype=np.int64)
         prior = self._prior if self._prior is not None else self.assignment
         previous, self._prior = prior[clients].copy(), None
-        deltas = torch.stack([u.delta for u in updates])
+        if deltas is None:
+            deltas = torch.stack([u.delta for u in updates])
+        elif deltas.shape[0] != len(updates):
+            raise ValueError(f"{deltas.shape[0]} stacked deltas for {len(updates)} updates")
         weights = torch.tensor([float(u.num_examples) for u in updates], device=deltas.device)
-        local = self.models[torch.from_numpy(starts).to(self.models.device)] + deltas
+        local = self.models[torch.from_numpy(starts).to(self.models.device)]  # a new tensor
+        local += deltas
         points = coords = None
         with self.profiler.section("cluster"):
             if self.clustering:
@@ -138,8 +145,9 @@ class ClusterServer:
         if reducer is None:
             sums, totals = group_sums(local, weights, label_t, self.k)
         else:  # sum only the updates trained here; the reducer adds the ranks up
-            keep = torch.from_numpy(reducer.owned(clients)).to(deltas.device)
-            sums, totals = group_sums(local[keep], weights[keep], label_t[keep], self.k)
+            mine = np.flatnonzero(reducer.owned(clients))
+            sums, totals = group_sums(local, weights, label_t, self.k,
+                                      rows=torch.from_numpy(mine).to(deltas.device))
             sums, totals = reducer.sum_groups(sums, totals)
         means = means_from_sums(sums, totals, self.models.dtype)
         new_models = self.models.clone()

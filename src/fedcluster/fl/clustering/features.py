@@ -30,13 +30,13 @@ def principal_coords(x: torch.Tensor, chunk: int = 1 << 16) -> np.ndarray:
     """Coordinates ``[m, r]`` of the rows of ``x`` ``[m, D]`` on their principal axes
     (largest variance first, ``r <= m - 1``): pairwise distances are kept exactly.
 
-    Computed from the centred Gram matrix, accumulated in float64 over column chunks,
-    so no float64 copy of ``x`` is made.
+    Computed from the centred Gram matrix, accumulated in float64 over column chunks
+    (each centred on its own column means), so no float64 copy of ``x`` is made.
     """
-    mean = x.mean(dim=0, dtype=torch.float64)
     gram = torch.zeros(x.shape[0], x.shape[0], dtype=torch.float64, device=x.device)
     for start in range(0, x.shape[1], chunk):
-        piece = x[:, start:start + chunk].double() - mean[start:start + chunk]
+        piece = x[:, start:start + chunk].to(torch.float64, copy=True)  # centred in place
+        piece -= piece.mean(dim=0)
         gram += piece @ piece.T
     values, vectors = torch.linalg.eigh(gram.cpu())
     values, vectors = values.flip(0), vectors.flip(1)
@@ -60,11 +60,18 @@ class PointSpace:
 
         ``reference`` is the mean of the clients' start models (used by ``"weights"``).
         """
-        x = local - reference if self.features == "weights" else deltas
+        x = deltas
+        if self.features == "weights":
+            # Principal coordinates and sketch distances do not move when every row is
+            # moved by the same vector, so only cosine needs local - reference made
+            # (one [m, D] copy less); the sketch is linear: sketch(reference) is subtracted.
+            x = local - reference if self.metric == "cosine" else local
         if self.metric == "cosine":
             x = torch.nn.functional.normalize(x.float(), dim=1)
         if self.reduce == "sketch":
             x = sketch(x, self.sketch_dim, self.seed)
+            if self.features == "weights" and self.metric != "cosine":
+                x = x - sketch(reference, self.sketch_dim, self.seed)
         coords = principal_coords(x.detach())
         coords2 = coords[:, :2]
         if self.reduce == "sketch":
