@@ -260,3 +260,17 @@ def test_thread_choice_shares_the_cores_among_local_ranks(monkeypatch):
     assert choose_threads(1e9) == 2
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
     assert choose_threads(1e9) == 1
+
+
+def test_worker_threads_get_their_share_and_the_server_keeps_all():
+    """2 workers x 1 torch thread: each worker thread trains on 1 thread, and the main
+    thread, which aggregates and clusters between rounds, keeps both."""
+    cfg = load_config(None, ["data.num_clients=4", "run.workers=2", "run.threads=1"])
+    before = torch.get_num_threads()
+    try:
+        ctx, engine = prepare(cfg)
+        assert torch.get_num_threads() == 2
+        assert list(engine._map(lambda r, x: torch.get_num_threads(), [0, 1, 2])) == [1, 1, 1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -80,7 +80,10 @@ def build_context(cfg: Config, run_dir: Path | None = None, dist: DistInfo | Non
     module = build_model(spec, cfg.model, key_seed(cfg.seed, INIT)).to(device)
     model = FlatModel(module, use_channels_last(cfg.run.memory_format, module, device))
     threads, workers = plan_threads(cfg, model, spec, device, parallel_clients)
-    torch.set_num_threads(threads)
+    # With several workers this (main) thread gets all of their threads: it runs the
+    # server's aggregation and clustering while they wait; the sequential engine shares
+    # them out, ``threads`` to each worker thread.
+    torch.set_num_threads(threads * workers)
     log.debug("%d torch threads, %d worker(s)", threads, workers)
     return RunContext(cfg, run_dir, federation, model, device, workers)
 
