@@ -25,8 +25,8 @@ MODELS: Registry[Callable[[ModelSpec, ModelConfig], nn.Module]] = Registry("mode
 
 # Models that evaluate faster on CPU with their convolutional stem in oneDNN's blocked
 # layout (run.eval_layout = "auto"), measured by benchmarks/eval_layout.py on 2 cores:
-# mnist-cnn 1.42x, simple-cnn 1.55x; digits-cnn gains nothing (1.0-1.1x) and a VGG-like
-# stack of 3x3 convolutions is slower (0.87x), so other models evaluate dense by default.
+# mnist-cnn 1.4x, simple-cnn 1.6x; digits-cnn gains nothing (1.0-1.1x) and a VGG-like
+# stack of 3x3 convolutions is slower (0.9x), so other models evaluate dense by default.
 BLOCKED_EVAL = frozenset({"mnist-cnn", "simple-cnn"})
 
 
