@@ -235,9 +235,11 @@ def test_weight_points_are_measured_from_the_reference(reduce, metric):
 
 def test_server_step_takes_the_deltas_stacked_or_not():
     deltas, _ = blobs([[5.0, 0.0], [0.0, 5.0], [-5.0, -5.0]], per=4)
-    stacked = _server().step(updates_of(deltas), seed=0, round_=1, deltas=deltas.clone())
+    given = _server()
+    stacked = given.step(updates_of(deltas), seed=0, round_=1, deltas=deltas.clone())
     server = _server()
     listed = server.step(updates_of(deltas), seed=0, round_=1)
     assert np.array_equal(stacked.clusters, listed.clusters)
+    assert torch.equal(given.models, server.models)
     with pytest.raises(ValueError, match="11 stacked deltas for 12 updates"):
         server.step(updates_of(deltas), seed=0, round_=2, deltas=deltas[:11])
