@@ -8,7 +8,7 @@ model on every client's test data, once with the model's own forward ("dense") a
 once with the convolutional stem in oneDNN's blocked layout ("blocked"), alternating,
 and prints the median seconds of each (an evaluation shorter than 0.2 s is
 repeated and averaged) and the speed-up; ``auto`` is what
-``run.eval_layout = "auto"`` picks (``fedcluster.models.BLOCKED_EVAL``). digits-cnn
+``run.eval_layout = "auto"`` picks (``fedcluster.engines.tuning.BLOCKED_EVAL``). digits-cnn
 runs on the 8x8 digits, the others on W1's synthetic MNIST (10,000 test images);
 ``vgg-stack`` is a VGG-like plain stack of 3x3 convolutions (32 and 64 channels).
 """

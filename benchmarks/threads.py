@@ -29,7 +29,7 @@ from workloads import DATASET, register  # noqa: E402
 
 from fedcluster import load_config, prepare  # noqa: E402
 from fedcluster.engines import SequentialEngine  # noqa: E402
-from fedcluster.engines.select import choose_workers, process_cores, step_flops  # noqa: E402
+from fedcluster.engines.tuning import choose_workers, process_cores, step_flops  # noqa: E402
 
 # model: (overrides, clients trained per measurement)
 MODELS = {

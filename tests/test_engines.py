@@ -11,7 +11,7 @@ from torch import nn
 from fedcluster import load_config, prepare
 from fedcluster.config import ConfigError
 from fedcluster.engines import SequentialEngine, VmapEngine, choose_engine, choose_threads
-from fedcluster.engines.select import step_flops
+from fedcluster.engines.tuning import step_flops
 from fedcluster.engines.vmap import vmap_unsupported
 from fedcluster.fl.flat import FlatModel
 from fedcluster.models import ModelSpec, build_model

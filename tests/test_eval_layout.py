@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 from fedcluster.config import ModelConfig, load_config
-from fedcluster.engines.select import use_blocked_eval
-from fedcluster.fl.evaluate import blocked_stem, evaluate, evaluate_clients, plain_layers
+from fedcluster.engines.layout import blocked_forward, blocked_stem, plain_layers
+from fedcluster.engines.tuning import use_blocked_eval
+from fedcluster.fl.evaluate import evaluate, evaluate_clients
 from fedcluster.fl.flat import FlatModel
 from fedcluster.models import ModelSpec, build_model
 from fedcluster.run import prepare, run_federation
@@ -55,13 +56,13 @@ def test_blocked_evaluation_gives_the_dense_results(channels_last):
     x, y = torch.randn(300, 1, 28, 28, generator=gen), torch.randint(0, 10, (300,), generator=gen)
     idx = torch.randperm(300, generator=gen)[:250]
     dense = evaluate(model.module, x, y, idx, 64)
-    blocked = evaluate(model.module, x, y, idx, 64, blocked=True)
+    blocked = evaluate(model.module, x, y, idx, 64, blocked_forward(model.module))
     assert blocked.n == dense.n == 250
     assert blocked.correct == dense.correct and blocked.correct5 == dense.correct5
     assert blocked.loss == pytest.approx(dense.loss, rel=1e-5)
     parts = [idx[:100], idx[100:]]
     per_dense = evaluate_clients(model.module, x, y, parts, 64)
-    per_blocked = evaluate_clients(model.module, x, y, parts, 64, blocked=True)
+    per_blocked = evaluate_clients(model.module, x, y, parts, 64, blocked_forward(model.module))
     for b, d in zip(per_blocked, per_dense, strict=True):
         assert (b.n, b.correct) == (d.n, d.correct)
         assert b.loss == pytest.approx(d.loss, rel=1e-5)

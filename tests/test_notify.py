@@ -10,7 +10,7 @@ import time
 import pytest
 from http_recorder import Recorder, closed_port
 
-from fedcluster.callbacks.notify import notifiers_from_config
+from fedcluster.callbacks.notifications import notifiers_from_config
 from fedcluster.config import ConfigError, load_config
 from fedcluster.notify import (
     Message,

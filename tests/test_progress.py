@@ -105,7 +105,7 @@ def test_console_table_reprints_its_header_when_clusters_are_added():
 
     from rich.console import Console
 
-    from fedcluster.results import ClusterResult, RoundResult
+    from fedcluster.records import ClusterResult, RoundResult
 
     out = io.StringIO()
     table = ConsoleTable(Console(file=out, width=200))

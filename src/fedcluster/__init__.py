@@ -12,7 +12,7 @@ _gc.disable()
 try:
     from .callbacks import Callback, default_callbacks
     from .config import Config, ConfigError, load_config
-    from .results import RoundResult, RunSummary
+    from .records import RoundResult, RunSummary
     from .run import prepare, run_federation
 finally:
     if _collecting:

@@ -24,10 +24,11 @@ from .callbacks.base import Callback, CallbackList
 from .config import Config
 from .data import build_augment
 from .data.device import device_images
-from .engines.select import use_blocked_eval
+from .engines.layout import blocked_forward
+from .engines.tuning import use_blocked_eval
 from .fl.client import make_optimizer
 from .fl.evaluate import evaluate
-from .results import ClientResult, ClusterResult, RoundResult, RunSummary
+from .records import ClientResult, ClusterResult, RoundResult, RunSummary
 from .rng import CLIENT, torch_gen
 from .run import build_context
 
@@ -73,7 +74,8 @@ def run_centralized(cfg: Config, callbacks: Sequence[Callback] = (),
                 loss.backward()
                 opt.step()
                 loss_sum += loss.detach()
-            stats = evaluate(module, test_x, test_y, test_idx, cfg.run.eval_batch_size, blocked)
+            stats = evaluate(module, test_x, test_y, test_idx, cfg.run.eval_batch_size,
+                             blocked_forward(module) if blocked else None)
             train_loss = loss_sum.item() / per_epoch if per_epoch else math.nan
             rounds.append(RoundResult(
                 r, stats.accuracy, stats.top5, stats.loss,

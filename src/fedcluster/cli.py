@@ -76,7 +76,7 @@ def _run_overrides(args: argparse.Namespace, overrides: list[str]) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .callbacks import default_callbacks
-    from .dist import launched
+    from .dist.group import launched
     from .run import run_federation
 
     path, overrides = _split_args(args.config)
@@ -135,8 +135,8 @@ def _launch_requested(args: argparse.Namespace) -> bool:
 def _launch(cfg: Config, args: argparse.Namespace, path: str | None,
             overrides: list[str]) -> int:
     """Start the workers through torchrun; each runs this command without the launch flags."""
-    from .dist import launched
-    from .launch import launch_workers, torchrun_args, worker_threads
+    from .dist.group import launched
+    from .dist.launch import launch_workers, torchrun_args, worker_threads
 
     if launched():
         raise ConfigError("--nproc/--nnodes given, but this process already runs under "
@@ -167,7 +167,7 @@ def _terminate(signum: int, frame: object) -> None:
 def _run_rank(cfg: Config, args: argparse.Namespace) -> int:
     """One rank of a torchrun launch: rank 0 writes and prints, the others only compute."""
     from .callbacks import default_callbacks
-    from .dist import init_distributed, shutdown
+    from .dist.group import init_distributed, shutdown
     from .run import run_federation
 
     run_dir = _run_dir(cfg, args.out)
@@ -305,8 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .data.files import DataError
     from .data.partition import PartitionError
-    from .engines.collectives import DistributedError
-    from .launch import LaunchError
+    from .dist.collectives import DistributedError
+    from .dist.launch import LaunchError
 
     args = build_parser().parse_args(argv)
     try:

@@ -24,11 +24,11 @@ from .callbacks.base import Callback, CallbackList
 from .config import Config, ConfigError
 from .data import build_augment, build_federation, load_dataset
 from .data.federation import Federation
-from .dist import DistInfo
+from .dist.collectives import Collectives, DistributedError
+from .dist.engine import DistributedEngine
+from .dist.group import DistInfo
 from .engines import Engine, make_engine
-from .engines.collectives import Collectives, DistributedError
-from .engines.distributed import DistributedEngine
-from .engines.select import (
+from .engines.tuning import (
     choose_threads,
     choose_workers,
     process_cores,
@@ -43,7 +43,7 @@ from .fl.sampling import sample_clients
 from .fl.server import ClusterServer
 from .models import ModelSpec, build_model
 from .profiling import Profiler
-from .results import ClientResult, ClusterResult, RoundResult, RunContext, RunSummary
+from .records import ClientResult, ClusterResult, RoundResult, RunContext, RunSummary
 from .rng import INIT, SKETCH, key_seed
 
 __all__ = ["build_context", "build_server", "initial_models", "plan_threads", "prepare",

@@ -12,10 +12,10 @@ from .base import Callback, CallbackList
 from .console import ConsoleTable
 from .early_stop import EarlyStop
 from .figures import Figures
-from .files import RunFiles
-from .models import ModelSaver
-from .notify import Notify, notifiers_from_config
+from .model_files import ModelSaver
+from .notifications import Notify, notifiers_from_config
 from .progress import Progress
+from .run_files import RunFiles
 from .tensorboard import TensorBoard
 
 __all__ = [

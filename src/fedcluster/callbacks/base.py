@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 
 from ..fl.client import Update
-from ..results import RoundResult, RunContext, RunSummary
+from ..records import RoundResult, RunContext, RunSummary
 
 __all__ = ["Callback", "CallbackList"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..results import RoundResult, RunContext, RunSummary
+from ..records import RoundResult, RunContext, RunSummary
 from .base import Callback
 
 __all__ = ["ConsoleTable"]

@@ -10,7 +10,7 @@ import logging
 import math
 
 from ..config import StopConfig
-from ..results import RoundResult
+from ..records import RoundResult
 from .base import Callback
 
 __all__ = ["EarlyStop"]

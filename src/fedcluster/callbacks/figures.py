@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from ..config import PlotsConfig
-from ..results import RunSummary
+from ..records import RunSummary
 from .base import Callback
 
 __all__ = ["Figures"]

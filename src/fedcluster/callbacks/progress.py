@@ -23,7 +23,7 @@ from rich.progress import (
 from rich.progress import Progress as RichProgress
 
 from ..fl.client import Update
-from ..results import RoundResult, RunContext, RunSummary
+from ..records import RoundResult, RunContext, RunSummary
 from .base import Callback
 
 __all__ = ["Progress", "eta_seconds", "format_seconds"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ConfigError
-from ..results import RoundResult, RunContext, RunSummary
+from ..records import RoundResult, RunContext, RunSummary
 from .base import Callback
 
 __all__ = ["TENSORBOARD_HINT", "TensorBoard", "check_tensorboard"]

@@ -16,8 +16,8 @@ import torch
 
 from ..fl.client import Update
 from ..fl.evaluate import EvalStats
-from .select import choose_engine, choose_threads, make_engine, use_channels_last
 from .sequential import SequentialEngine
+from .tuning import choose_engine, choose_threads, make_engine, use_channels_last
 from .vmap import VmapEngine
 
 __all__ = ["Engine", "SequentialEngine", "VmapEngine", "choose_engine", "choose_threads",

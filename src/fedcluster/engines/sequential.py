@@ -36,10 +36,11 @@ from ..data.augment import Augment
 from ..data.device import device_images
 from ..data.federation import Federation
 from ..fl.client import Update, local_train
-from ..fl.evaluate import EvalStats, evaluate, evaluate_clients
+from ..fl.evaluate import EvalStats, Forward, evaluate, evaluate_clients
 from ..fl.flat import FlatModel
 from ..fl.optim import FlatOptimizer
 from ..rng import CLIENT, torch_gen
+from .layout import blocked_forward
 
 __all__ = ["SequentialEngine"]
 
@@ -124,6 +125,9 @@ class SequentialEngine:
         sizes = [len(self.train_idx[c]) for c, _ in jobs]
         yield from self._map(lambda r, job: self._train_one(r, round_, *job), jobs, sizes)
 
+    def _forward(self, r: _Replica) -> Forward | None:
+        return blocked_forward(r.model.module) if self.blocked_eval else None
+
     def _shares(self, sizes: Sequence[int]) -> list[slice]:
         """Cut items of ``sizes`` into up to ``workers`` runs of about equal total size,
         at whole items."""
@@ -144,7 +148,7 @@ class SequentialEngine:
         def part(r: _Replica, share: slice) -> EvalStats:  # whole batches, as one worker's
             r.model.load(vector)
             return evaluate(r.model.module, self.test_x, self.test_y,
-                            idx[share.start * bs:share.stop * bs], bs, self.blocked_eval)
+                            idx[share.start * bs:share.stop * bs], bs, self._forward(r))
 
         return sum(self._map(part, self._shares(batches)), EvalStats())
 
@@ -153,7 +157,7 @@ class SequentialEngine:
         def part(r: _Replica, share: slice) -> list[EvalStats]:
             r.model.load(vector)
             return evaluate_clients(r.model.module, x, y, idx[share], self.eval_batch_size,
-                                    self.blocked_eval)
+                                    self._forward(r))
 
         return [s for stats in self._map(part, self._shares([len(i) for i in idx]))
                 for s in stats]

@@ -1,11 +1,7 @@
 """Evaluation of a model on a set of samples: top-1, top-5 and mean loss.
 
-On CPU a plain convolutional network (``nn.Sequential`` containers only) can be
-evaluated with its convolutional stem in oneDNN's blocked layout (``blocked=True``):
-the input is converted once with ``Tensor.to_mkldnn``, the leading convolutions,
-ReLUs and max-poolings run on that layout, and the result is made dense again before
-the first other layer. The layers are the model's own (no copy, no conversion of the
-weights), so the logits are those of ``module(x)`` up to float rounding.
+``forward`` (default: the module itself) may be another function computing the same
+logits, such as the blocked-layout forward of :mod:`fedcluster.engines.tuning`.
 """
 
 from __future__ import annotations
@@ -18,10 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["EvalStats", "blocked_stem", "evaluate", "evaluate_clients", "plain_layers"]
+__all__ = ["EvalStats", "Forward", "evaluate", "evaluate_clients"]
 
-# Layers that take and give oneDNN's blocked layout
-_BLOCKED = (nn.Conv2d, nn.ReLU, nn.MaxPool2d)
+Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -50,62 +45,13 @@ class EvalStats:
         return self.loss_sum / self.n if self.n else math.nan
 
 
-def plain_layers(module: nn.Module) -> list[nn.Module] | None:
-    """The layers of a network built of ``nn.Sequential`` containers only (nested ones
-    flattened), in the order its forward runs them; None for any other network."""
-    if type(module) is not nn.Sequential:
-        return None if len(list(module.children())) else [module]
-    layers: list[nn.Module] = []
-    for child in module:
-        inner = plain_layers(child)
-        if inner is None:
-            return None
-        layers += inner
-    return layers
-
-
-def blocked_stem(module: nn.Module) -> int:
-    """How many leading layers of ``module`` can run in oneDNN's blocked layout: its
-    leading 2-D convolutions, ReLUs and max-poolings when it is a plain network
-    (:func:`plain_layers`) starting with a convolution; 0 otherwise."""
-    layers = plain_layers(module) or []
-    n = 0
-    while n < len(layers) and type(layers[n]) in _BLOCKED and getattr(
-            layers[n], "padding_mode", "zeros") == "zeros":
-        n += 1
-    return n if n and type(layers[0]) is nn.Conv2d else 0
-
-
-def _forward(module: nn.Module, blocked: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``module``'s forward, or with ``blocked`` the same layers with the stem in
-    oneDNN's blocked layout (see the module docstring)."""
-    stem = blocked_stem(module) if blocked else 0
-    if not stem:
-        if blocked:
-            raise ValueError(f"{type(module).__name__} has no convolutional stem to run in "
-                             "oneDNN's blocked layout")
-        return module
-    layers = plain_layers(module) or []
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        h = x.to_mkldnn()
-        for layer in layers[:stem]:
-            h = layer(h)
-        h = h.to_dense()
-        for layer in layers[stem:]:
-            h = layer(h)
-        return h
-
-    return forward
-
-
 @torch.inference_mode()
 def evaluate(module: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
-             batch_size: int, blocked: bool = False) -> EvalStats:
-    """Evaluate ``module`` on ``x[idx], y[idx]`` in batches of ``batch_size`` (with
-    ``blocked``, the convolutional stem in oneDNN's blocked layout, CPU only)."""
+             batch_size: int, forward: Forward | None = None) -> EvalStats:
+    """Evaluate ``module`` on ``x[idx], y[idx]`` in batches of ``batch_size`` (its logits
+    computed by ``forward``, default ``module``)."""
     module.eval()
-    forward = _forward(module, blocked)
+    forward = forward or module
     correct = correct5 = loss_sum = torch.zeros((), device=x.device)
     for s in range(0, len(idx), batch_size):
         batch = idx[s:s + batch_size]
@@ -121,16 +67,16 @@ def evaluate(module: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Ten
 @torch.inference_mode()
 def evaluate_clients(module: nn.Module, x: torch.Tensor, y: torch.Tensor,
                      idx: Sequence[torch.Tensor], batch_size: int,
-                     blocked: bool = False) -> list[EvalStats]:
+                     forward: Forward | None = None) -> list[EvalStats]:
     """Evaluate ``module`` on each index set of ``idx`` (one per client) in one batched pass
-    (``blocked`` as in :func:`evaluate`)."""
+    (``forward`` as in :func:`evaluate`)."""
     sizes = torch.tensor([len(i) for i in idx], dtype=torch.long)
     if int(sizes.sum()) == 0:
         return [EvalStats() for _ in idx]
     flat = torch.cat(list(idx))
     owner = torch.repeat_interleave(torch.arange(len(idx)), sizes).to(x.device)
     module.eval()
-    forward = _forward(module, blocked)
+    forward = forward or module
     sums = torch.zeros(3, len(idx), device=x.device, dtype=torch.float64)
     for s in range(0, len(flat), batch_size):
         batch, who = flat[s:s + batch_size], owner[s:s + batch_size]

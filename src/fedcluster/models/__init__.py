@@ -19,16 +19,9 @@ from .pretrained import load_pretrained
 from .spec import ModelSpec
 from .vision import VISION_MODELS
 
-__all__ = ["BLOCKED_EVAL", "MODELS", "ModelSpec", "build_model"]
+__all__ = ["MODELS", "ModelSpec", "build_model"]
 
 MODELS: Registry[Callable[[ModelSpec, ModelConfig], nn.Module]] = Registry("model")
-
-# Models that evaluate faster on CPU with their convolutional stem in oneDNN's blocked
-# layout (run.eval_layout = "auto"), measured by benchmarks/eval_layout.py on 2 cores:
-# mnist-cnn 1.4x, simple-cnn 1.6x; digits-cnn gains nothing (1.0-1.1x) and a VGG-like
-# stack of 3x3 convolutions is slower (0.9x), so other models evaluate dense by default.
-BLOCKED_EVAL = frozenset({"mnist-cnn", "simple-cnn"})
-
 
 @MODELS.register("digits-cnn")
 def digits_cnn(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:

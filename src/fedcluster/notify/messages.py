@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from ..results import RoundResult, RunContext, RunSummary
+from ..records import RoundResult, RunContext, RunSummary
 from .base import Message
 
 __all__ = ["end_message", "round_message", "start_message"]

@@ -22,7 +22,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from .config import ConfigError, RunConfig
+from ..config import ConfigError, RunConfig
 
 __all__ = ["CHECKED_ENV", "DistInfo", "endpoint_is_public", "init_distributed", "launched",
            "shutdown", "warn_if_public"]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from ..config import ConfigError, NotifyConfig
 from ..notify import Message, MissingDependency, Notifier, Sender
 from ..notify.messages import end_message, round_message, start_message
-from ..results import RoundResult, RunContext, RunSummary
+from ..records import RoundResult, RunContext, RunSummary
 from .base import Callback
 
 __all__ = ["Notify", "notifiers_from_config"]

@@ -23,7 +23,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from ..dist import DistInfo
+from .group import DistInfo
 
 __all__ = ["Collectives", "DistributedError"]
 

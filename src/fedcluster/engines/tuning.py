@@ -1,9 +1,11 @@
-"""Choosing the engine and the torch thread count for a run.
+"""Every speed decision of a run, in one place: engine, threads, workers, layouts.
 
 ``run.engine = "auto"`` takes the vectorised engine where it is faster and the
 model allows it, the sequential engine otherwise; ``run.threads = 0`` picks the
-intra-op thread count from the model's cost per training step. Both choices come
-from measurements on a 2-core CPU machine (README, "Speed").
+intra-op thread count and ``run.workers = 0`` the clients trained at once from the
+model's cost per training step; ``run.memory_format`` and ``run.eval_layout`` choose
+the CPU weight and evaluation layouts (the layouts themselves are in layout.py).
+The choices come from measurements on a 2-core CPU machine (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -18,14 +20,13 @@ from torch import nn
 from ..config import Config
 from ..data.augment import Augment
 from ..data.federation import Federation
-from ..fl.evaluate import blocked_stem
 from ..fl.flat import FlatModel
-from ..models import BLOCKED_EVAL
+from .layout import blocked_stem
 from .sequential import SequentialEngine
 from .vmap import VmapEngine, vmap_unsupported
 
-__all__ = ["choose_engine", "choose_threads", "choose_workers", "make_engine", "process_cores",
-           "step_flops", "use_blocked_eval", "use_channels_last"]
+__all__ = ["BLOCKED_EVAL", "choose_engine", "choose_threads", "choose_workers", "make_engine",
+           "process_cores", "step_flops", "use_blocked_eval", "use_channels_last"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,11 @@ THREADS_MIN_FLOPS = 100e6
 # than one worker using all cores: 1.3-1.7x for mnist-cnn, simple-cnn and the digits CNN
 # on 2 cores; resnet18 (1e11) is as fast either way, and one worker holds one replica.
 WORKERS_MAX_FLOPS = 10e9
+# Models that evaluate faster on CPU with their convolutional stem in oneDNN's blocked
+# layout (run.eval_layout = "auto"), measured by benchmarks/eval_layout.py on 2 cores:
+# mnist-cnn 1.4x, simple-cnn 1.6x; digits-cnn gains nothing (1.0-1.1x) and a VGG-like
+# stack of 3x3 convolutions is slower (0.9x), so other models evaluate dense by default.
+BLOCKED_EVAL = frozenset({"mnist-cnn", "simple-cnn"})
 
 
 def step_flops(model: FlatModel, input_shape: tuple[int, ...], batch_size: int) -> float:

@@ -15,8 +15,8 @@ import os
 import signal
 from collections.abc import Sequence
 
-from .config import ConfigError
-from .dist import CHECKED_ENV, warn_if_public
+from ..config import ConfigError
+from .group import CHECKED_ENV, warn_if_public
 
 __all__ = ["LaunchError", "launch_workers", "torchrun_args", "worker_threads"]
 

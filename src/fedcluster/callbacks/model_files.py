@@ -9,7 +9,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from ..results import RunSummary
+from ..records import RunSummary
 from .base import Callback
 
 __all__ = ["ModelSaver"]

@@ -30,7 +30,7 @@ import torch.distributed as dist
 
 from ..fl.client import Update
 from ..fl.evaluate import EvalStats
-from . import Engine
+from ..engines import Engine
 from .collectives import Collectives, DistributedError
 
 __all__ = ["DistributedEngine", "split_by_load"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from ..config import config_to_toml
-from ..results import RoundResult, RunContext, RunSummary
+from ..records import RoundResult, RunContext, RunSummary
 from .base import Callback
 
 __all__ = ["RunFiles"]
