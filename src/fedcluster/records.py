@@ -117,6 +117,8 @@ class RunSummary:
     seconds: float
     stopped_early: bool = False
     error: str | None = None
+    # why the run ended: "completed", "early-stop", "SIGTERM", "SIGINT" or "error"
+    reason: str = "completed"
 
     @property
     def final(self) -> RoundResult | None:
