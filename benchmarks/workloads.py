@@ -21,9 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# fedcluster first, as a `fedcluster run` process imports it: the package imports torch
-# (which wdata needs too) with the garbage collector paused.
-import fedcluster  # noqa: E402, F401, I001
+# As a `fedcluster run` process does: torch (which wdata needs too) and the package
+# imported with the garbage collector paused, and what they made frozen.
+from fedcluster.cli import import_with_gc_paused  # noqa: E402, I001
+
+import_with_gc_paused()
 from wdata import WORKLOADS, peak_mb, print_result, process_seconds, synthetic_mnist  # noqa: E402
 
 from fedcluster.callbacks import Callback  # noqa: E402

@@ -1,23 +1,16 @@
-"""fedcluster: clustered federated learning for PyTorch."""
+"""fedcluster: clustered federated learning for PyTorch.
 
-import gc as _gc
+The public names are imported on first use (PEP 562 ``__getattr__``), so importing the
+package is cheap and changes nothing global: ``import fedcluster.config`` and
+``fedcluster validate`` do not import torch. Start-up tricks that touch the whole
+process (pausing the garbage collector while torch is imported) belong to the process
+that is fedcluster's own: see :func:`fedcluster.cli.main`.
+"""
 
-# Importing torch and the libraries makes a few hundred thousand objects, and with the
-# cyclic garbage collector running Python walks them again and again while they are
-# made (0.35 s of a 1.9 s import on a 2-core machine). So the package is imported with
-# the collector paused, and what the import made, which lives as long as the process,
-# is left out of the collector's sight (``gc.freeze``) before it resumes.
-_collecting = _gc.isenabled()
-_gc.disable()
-try:
-    from .callbacks import Callback, default_callbacks
-    from .config import Config, ConfigError, load_config
-    from .records import RoundResult, RunSummary
-    from .run import prepare, run_federation
-finally:
-    if _collecting:
-        _gc.freeze()
-        _gc.enable()
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = [
     "Callback",
@@ -31,3 +24,31 @@ __all__ = [
     "run_federation",
 ]
 __version__ = "0.1.0"
+
+# public name -> the module that defines it (imported when the name is first used)
+_HOMES: dict[str, str] = {
+    "Callback": "fedcluster.callbacks",
+    "default_callbacks": "fedcluster.callbacks",
+    "Config": "fedcluster.config",
+    "ConfigError": "fedcluster.config",
+    "load_config": "fedcluster.config",
+    "RoundResult": "fedcluster.records",
+    "RunSummary": "fedcluster.records",
+    "prepare": "fedcluster.run",
+    "run_federation": "fedcluster.run",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use and kept here after."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's own names and the public ones not imported yet."""
+    return sorted({*globals(), *__all__})

@@ -9,14 +9,15 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import tomli_w
 
 from .. import secrets
-from ..registry import did_you_mean
+from ..names import BUILTIN_DATASETS, BUILTIN_MODELS
+from ..registry import Registry, did_you_mean
 from .base import ConfigError
 from .root import Config
 
@@ -161,18 +162,41 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def _datasets() -> Registry[Any]:
+    from ..data import DATASETS  # imports torch
+
+    return DATASETS
+
+
+def _models() -> Registry[Any]:
+    from ..models import MODELS  # imports torch
+
+    return MODELS
+
+
+def _check_registered(key: str, name: str, builtin: frozenset[str],
+                      registry: Callable[[], Registry[Any]]) -> None:
+    """``name`` is built in, or in the registry (where plugins add theirs).
+
+    The registry, and torch with it, is imported only for a name that is not built in,
+    so that checking a plain config stays quick and the error message (did-you-mean,
+    known names) is the registry's own.
+    """
+    if name in builtin:
+        return
+    known = registry()
+    if name not in known:
+        raise ConfigError(f"{key}: {known.unknown_message(name)}")
+
+
 def _check_names(cfg: Config) -> None:
     """Plugins load, and names that refer to registries (datasets, models) exist."""
-    from ..data import DATASETS
-    from ..models import MODELS
     from ..plugins import load_plugin
 
     for ref in cfg.plugins:
         load_plugin(ref)
-    if cfg.data.dataset not in DATASETS:
-        raise ConfigError(f"data.dataset: {DATASETS.unknown_message(cfg.data.dataset)}")
-    if cfg.model.name not in MODELS:
-        raise ConfigError(f"model.name: {MODELS.unknown_message(cfg.model.name)}")
+    _check_registered("data.dataset", cfg.data.dataset, BUILTIN_DATASETS, _datasets)
+    _check_registered("model.name", cfg.model.name, BUILTIN_MODELS, _models)
     if isinstance(cfg.model.pretrained, str) and not Path(cfg.model.pretrained).is_file():
         raise ConfigError(f"model.pretrained = {cfg.model.pretrained!r}: file not found")
 
