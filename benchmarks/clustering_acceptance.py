@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from fedcluster.config import load_config
-from fedcluster.run import run_federation
+from fedcluster.loop import run_federation
 
 ROOT = Path(__file__).resolve().parents[1]
 

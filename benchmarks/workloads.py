@@ -32,8 +32,8 @@ from fedcluster.callbacks import Callback  # noqa: E402
 from fedcluster.config import DataConfig, load_config  # noqa: E402
 from fedcluster.data import DATASETS, ArrayDataset  # noqa: E402
 from fedcluster.engines import choose_engine  # noqa: E402
+from fedcluster.loop import run_federation  # noqa: E402
 from fedcluster.records import RoundResult, RunContext  # noqa: E402
-from fedcluster.run import run_federation  # noqa: E402
 
 DATASET = "synthetic-mnist"
 

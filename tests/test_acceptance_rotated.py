@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fedcluster.config import load_config
-from fedcluster.run import run_federation
+from fedcluster.loop import run_federation
 
 torch.set_num_threads(1)
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "rotated-digits.toml"

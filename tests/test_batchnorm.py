@@ -8,12 +8,12 @@ the integer counter num_batches_tracked stays out of the vector.
 
 import numpy as np
 import torch
+from _server import Stepper
 from torch import nn
 
 from fedcluster.config import ClientConfig
 from fedcluster.fl.client import Update, local_train
 from fedcluster.fl.flat import FlatModel
-from fedcluster.fl.server import ClusterServer
 
 torch.set_num_threads(1)
 
@@ -50,7 +50,7 @@ def test_bn_statistics_are_sample_weighted_means():
     d_a, a = _train(model, start, shift=+3.0, n=48)
     d_b, b = _train(model, start, shift=-3.0, n=16)
     assert (a["mean"] - b["mean"]).abs().max() > 0.5  # the clients saw different data
-    server = ClusterServer(start, num_clients=2, lr=1.0)
+    server = Stepper(start, num_clients=2, lr=1.0)
     server.step([Update(0, d_a, 48, 0.0, 6), Update(1, d_b, 16, 0.0, 2)], seed=0, round_=1)
     model.load(server.models[0])
     expect_mean = (48 * a["mean"] + 16 * b["mean"]) / 64
@@ -64,7 +64,7 @@ def test_server_lr_moves_statistics_part_way():
     start = model.vector()
     start_mean = _bn(model).running_mean.clone()
     delta, local = _train(model, start, shift=2.0, n=32)
-    server = ClusterServer(start, num_clients=1, lr=0.25)
+    server = Stepper(start, num_clients=1, lr=0.25)
     server.step([Update(0, delta, 32, 0.0, 4)], seed=0, round_=1)
     model.load(server.models[0])
     expect = start_mean + 0.25 * (local["mean"] - start_mean)

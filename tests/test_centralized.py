@@ -6,7 +6,7 @@ import torch
 
 from fedcluster.cli import main
 from fedcluster.config import load_config
-from fedcluster.run import run_federation
+from fedcluster.loop import run_federation
 
 torch.set_num_threads(1)
 

@@ -7,7 +7,7 @@ from _datafiles import write_mnist
 from fedcluster.catalog import dataset_rows
 from fedcluster.cli import build_parser, main
 from fedcluster.config import DataConfig, load_config
-from fedcluster.run import run_federation
+from fedcluster.loop import run_federation
 
 torch.set_num_threads(1)
 

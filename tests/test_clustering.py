@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from _server import Stepper
 
 from fedcluster.config import ClusterConfig
 from fedcluster.fl.client import Update
@@ -20,7 +21,7 @@ from fedcluster.fl.clustering import (
     scan_k,
     split_criterion,
 )
-from fedcluster.fl.server import ClusterServer
+from fedcluster.fl.server import RoundUpdates
 
 torch.set_num_threads(1)
 
@@ -65,8 +66,8 @@ def _server(method="kmeans", k=3, **kw):
     cfg = ClusterConfig(method=method, k=k, reduce="none", k_max=6, **kw)
     space = PointSpace(cfg.features, "none", cfg.metric)
     copies = 1 if k == "auto" else k
-    return ClusterServer(torch.zeros(copies, 2, dtype=torch.float64), 12, 1.0, build_method(cfg),
-                         space, k_max=6)
+    return Stepper(torch.zeros(copies, 2, dtype=torch.float64), 12, 1.0, build_method(cfg),
+                   space, k_max=6)
 
 
 def test_kmeans_server_recovers_groups_and_averages_each():
@@ -132,7 +133,7 @@ def test_hierarchical_cosine_groups_by_direction_not_length():
 
 def test_ifca_joins_the_lowest_loss_model_and_an_empty_cluster_keeps_its_model():
     models = torch.tensor([[0.0, 0.0], [1.0, 1.0], [7.0, 7.0]], dtype=torch.float64)
-    server = ClusterServer(models, 4, 1.0, IFCA())
+    server = Stepper(models, 4, 1.0, IFCA())
     losses = torch.tensor([[0.2, 0.1, 0.9], [0.3, 0.5, 0.4], [2.0, 1.0, 3.0], [0.1, 0.2, 0.3]])
 
     def loss_fn(vectors, clients):
@@ -165,7 +166,7 @@ def test_cfl_bipartition_by_cosine():
 
 def _cfl(**kw):
     cfg = ClusterConfig(method="cfl", cfl_eps1=0.5, cfl_eps2=1.0, **kw)
-    return ClusterServer(torch.zeros(3, dtype=torch.float64), 16, 1.0, CFL(cfg))
+    return Stepper(torch.zeros(3, dtype=torch.float64), 16, 1.0, CFL(cfg))
 
 
 def test_cfl_splits_only_when_its_criterion_holds():
@@ -233,13 +234,16 @@ def test_weight_points_are_measured_from_the_reference(reduce, metric):
     np.testing.assert_allclose(dist[0], dist[1], rtol=1e-4, atol=1e-4)
 
 
-def test_server_step_takes_the_deltas_stacked_or_not():
+def test_round_updates_hold_the_deltas_in_one_buffer():
     deltas, _ = blobs([[5.0, 0.0], [0.0, 5.0], [-5.0, -5.0]], per=4)
-    given = _server()
-    stacked = given.step(updates_of(deltas), seed=0, round_=1, deltas=deltas.clone())
-    server = _server()
-    listed = server.step(updates_of(deltas), seed=0, round_=1)
-    assert np.array_equal(stacked.clusters, listed.clusters)
-    assert torch.equal(given.models, server.models)
-    with pytest.raises(ValueError, match="11 stacked deltas for 12 updates"):
-        server.step(updates_of(deltas), seed=0, round_=2, deltas=deltas[:11])
+    buffer = RoundUpdates(12)
+    kept = [buffer.add(u) for u in updates_of(deltas.clone())]
+    assert torch.equal(buffer.deltas, deltas) and buffer.clients.tolist() == list(range(12))
+    kept[3].delta.zero_()  # each kept update's delta is its row of the buffer
+    assert buffer.deltas[3].abs().sum() == 0
+    with pytest.raises(ValueError, match="more than the 12 updates"):
+        buffer.add(updates_of(deltas[:1])[0])
+    server, listed = _server(), _server()  # the step takes the buffer or a list alike
+    a = server.step(RoundUpdates.of(updates_of(deltas)), seed=0, round_=1)
+    b = listed.step(updates_of(deltas), seed=0, round_=1)
+    assert np.array_equal(a.clusters, b.clusters) and torch.equal(server.models, listed.models)

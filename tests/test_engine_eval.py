@@ -2,10 +2,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedcluster.build import build, prepare
 from fedcluster.config import load_config
 from fedcluster.fl.evaluate import evaluate, evaluate_clients
 from fedcluster.fl.sampling import sample_clients
-from fedcluster.run import build_server, initial_models, prepare
 
 torch.set_num_threads(1)
 
@@ -52,17 +52,18 @@ def test_client_losses_is_each_vector_on_each_clients_training_data():
 def test_local_training_never_changes_the_rounds_start_in_place():
     """FedAvg of clients trained from one start must equal the mean of their independent
     runs; with shared storage it would silently become sequential SGD."""
-    cfg, ctx, engine = _setup("cluster.k=1")
-    server = build_server(cfg, ctx, initial_models(cfg, ctx))
-    start = server.models[0].clone()
+    cfg, _, _ = _setup("cluster.k=1")
+    run = build(cfg)
+    engine, server, state = run.rounds.engine, run.rounds.server, run.rounds.init()
+    start = state.models[0].clone()
     sampled = sample_clients(4, 4, cfg.seed, 1)
-    jobs = [(int(c), server.models[0]) for c in sampled]
+    jobs = [(int(c), state.models[0]) for c in sampled]
     updates = list(engine.train(1, jobs))
-    assert torch.equal(server.models[0], start)  # nobody wrote into it
+    assert torch.equal(state.models[0], start)  # nobody wrote into it
     alone = [next(engine.train(1, [(int(c), start.clone())])) for c in sampled]
     for u, a in zip(updates, alone, strict=True):
         assert torch.equal(u.delta, a.delta)
-    server.step(updates, cfg.seed, 1)
+    state, _ = server.step(state, 1, updates)
     w = torch.tensor([float(u.num_examples) for u in alone])
     want = start + (w[:, None] * torch.stack([a.delta for a in alone])).sum(0) / w.sum()
-    assert torch.allclose(server.models[0], want, atol=1e-6)
+    assert torch.allclose(state.models[0], want, atol=1e-6)

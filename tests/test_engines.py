@@ -221,7 +221,7 @@ def test_shares_cut_whole_items_into_about_equal_work():
 
 
 def test_thread_plan_follows_the_model_cost_and_the_config(monkeypatch):
-    from fedcluster.run import plan_threads
+    from fedcluster.engines.tuning import plan_threads
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
     cpu, cuda = torch.device("cpu"), torch.device("cuda")

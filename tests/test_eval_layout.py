@@ -4,13 +4,14 @@ import pytest
 import torch
 from torch import nn
 
+from fedcluster.build import prepare
 from fedcluster.config import ModelConfig, load_config
 from fedcluster.engines.layout import blocked_forward, blocked_stem, plain_layers
 from fedcluster.engines.tuning import use_blocked_eval
 from fedcluster.fl.evaluate import evaluate, evaluate_clients
 from fedcluster.fl.flat import FlatModel
+from fedcluster.loop import run_federation
 from fedcluster.models import ModelSpec, build_model
-from fedcluster.run import prepare, run_federation
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")

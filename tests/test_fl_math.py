@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _server import Stepper
 from torch import nn
 
 from fedcluster.config import ClientConfig, ClusterConfig
 from fedcluster.fl import (
-    ClusterServer,
     FlatModel,
     Update,
     build_method,
@@ -23,8 +23,8 @@ from fedcluster.fl.clustering import PointSpace, kmeans_labels
 def _kmeans_server(initial, k, num_clients, lr, reduce="pca2"):
     """The reference's setup: k copies of ``initial``, KMeans every round on the updates."""
     method = build_method(ClusterConfig(k=k, reduce=reduce))
-    return ClusterServer(initial.unsqueeze(0).repeat(k, 1), num_clients, lr, method,
-                         PointSpace(reduce=reduce))
+    return Stepper(initial.unsqueeze(0).repeat(k, 1), num_clients, lr, method,
+                   PointSpace(reduce=reduce))
 
 
 def test_weighted_mean_exact():
@@ -217,5 +217,5 @@ def test_empty_cluster_keeps_its_model(caplog):
 
 def test_unassigned_client_starts_from_largest_cluster():
     server = _kmeans_server(torch.zeros(2), 2, num_clients=5, lr=1.0)
-    server.assignment[:] = [1, 1, 0, -1, -1]
+    server.set_assignment([1, 1, 0, -1, -1])
     assert server.start_cluster(3) == 1 and server.start_cluster(2) == 0

@@ -5,9 +5,9 @@ import logging
 
 import pytest
 
+from fedcluster.build import build_context
 from fedcluster.config import ConfigError, load_config
 from fedcluster.legacy import LEGACY_KEYS, NOTIFY_KEYS
-from fedcluster.run import build_context
 
 # the reference README's conf.json (comments removed), every documented key
 README_CONF = {

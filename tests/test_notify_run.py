@@ -14,8 +14,8 @@ from http_recorder import Recorder, closed_port
 
 from fedcluster.callbacks import Notify, RunFiles
 from fedcluster.config import load_config
+from fedcluster.loop import run_federation
 from fedcluster.notify import TelegramNotifier, WebhookNotifier
-from fedcluster.run import run_federation
 
 TOKEN = "246810:RUN-SECRET-TOKEN"
 SMALL = ["data.num_clients=8", "rounds=3", "cluster.k=2", "model.name=mlp", "model.hidden=[16]",

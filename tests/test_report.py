@@ -91,7 +91,7 @@ def test_report_on_a_non_run_directory_is_a_clear_error(tmp_path: Path,
 def test_failed_run_still_gets_figures_and_a_report(tmp_path: Path) -> None:
     from fedcluster.callbacks import Callback, Figures, RunFiles
     from fedcluster.config import load_config
-    from fedcluster.run import run_federation
+    from fedcluster.loop import run_federation
 
     class Interrupt(Callback):
         def on_round_end(self, result):  # noqa: ANN001

@@ -11,7 +11,7 @@ import torch
 
 from fedcluster.config import ConfigError, load_config
 from fedcluster.fl.clustering import agreement
-from fedcluster.run import run_federation
+from fedcluster.loop import run_federation
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import pytest
 
 from fedcluster.callbacks import RunFiles, TensorBoard, default_callbacks
 from fedcluster.config import ConfigError, load_config
-from fedcluster.run import run_federation
+from fedcluster.loop import run_federation
 
 SMALL = ["data.num_clients=6", "rounds=2", "cluster.k=2", "model.name=mlp", "model.hidden=[16]",
          "run.threads=1", "run.device=cpu", "plots.enabled=false", "tensorboard.enabled=true"]

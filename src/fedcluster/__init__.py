@@ -34,8 +34,8 @@ _HOMES: dict[str, str] = {
     "load_config": "fedcluster.config",
     "RoundResult": "fedcluster.records",
     "RunSummary": "fedcluster.records",
-    "prepare": "fedcluster.run",
-    "run_federation": "fedcluster.run",
+    "prepare": "fedcluster.build",
+    "run_federation": "fedcluster.loop",
 }
 
 

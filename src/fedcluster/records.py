@@ -105,6 +105,7 @@ class RunContext:
     model: FlatModel
     device: torch.device
     workers: int = 1  # clients trained at once by the sequential engine (run.workers)
+    start_round: int = 0  # rounds already done when this process started (a resumed run)
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,14 @@ class RunSummary:
     seconds: float
     stopped_early: bool = False
     error: str | None = None
-    # why the run ended: "completed", "early-stop", "SIGTERM", "SIGINT" or "error"
+    # why the run ended: "completed", "early-stop", "SIGTERM", "SIGINT", "KeyboardInterrupt"
+    # or "error"
     reason: str = "completed"
+    round: int = -1  # the round ``models`` belong to (-1: the last of ``rounds``, or 0)
+
+    def __post_init__(self) -> None:
+        if self.round < 0:
+            object.__setattr__(self, "round", self.rounds[-1].round if self.rounds else 0)
 
     @property
     def final(self) -> RoundResult | None:

@@ -10,7 +10,6 @@ from rich.console import Console
 from ..config import Config
 from .base import Callback, CallbackList
 from .console import ConsoleTable
-from .early_stop import EarlyStop
 from .figures import Figures
 from .model_files import ModelSaver
 from .notifications import Notify, notifiers_from_config
@@ -22,7 +21,6 @@ __all__ = [
     "Callback",
     "CallbackList",
     "ConsoleTable",
-    "EarlyStop",
     "Figures",
     "ModelSaver",
     "Notify",
@@ -38,8 +36,8 @@ def default_callbacks(cfg: Config, run_dir: Path | None, console: Console | None
                       progress: Literal["auto", "bar", "lines", "off"] = "auto"
                       ) -> list[Callback]:
     """The standard set: run files, models, figures and TensorBoard (when a run directory
-    is given and the config turns them on), early stop, the console table and progress
-    unless ``quiet``, and notifications when configured.
+    is given and the config turns them on), the console table and progress unless
+    ``quiet``, and notifications when configured. (Early stop is the loop's.)
 
     Raises ConfigError (with an install hint) when a configured extra is missing.
     """
@@ -51,7 +49,6 @@ def default_callbacks(cfg: Config, run_dir: Path | None, console: Console | None
             cbs.append(Figures(run_dir, cfg.plots))
         if cfg.tensorboard.enabled:
             cbs.append(TensorBoard(Path(run_dir) / "tensorboard"))
-    cbs.append(EarlyStop(cfg.stop))
     if not quiet:
         cbs.append(ConsoleTable(console))
         if progress != "off":

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from ..records import RoundResult, RunContext, RunSummary
 from .base import Callback
@@ -57,8 +58,12 @@ class ConsoleTable(Callback):
     def on_run_end(self, summary: RunSummary) -> None:
         final = summary.final
         if summary.error:
-            self.console.print(f"[red]run failed after {len(summary.rounds)} rounds:[/] "
-                               f"{summary.error}")
+            self.console.print(f"[red]run failed after round {summary.round}:[/] "
+                               f"{escape(summary.error)}")
+        elif summary.reason not in ("completed", "early-stop"):  # a signal
+            again = f": fedcluster run --resume {self.run_dir}" if self.run_dir else ""
+            self.console.print(f"[yellow]stopped by {summary.reason}[/] after round "
+                               f"{summary.round}; it can be resumed{again}")
         elif final is not None:
             how = "stopped early" if summary.stopped_early else "done"
             self.console.print(

@@ -171,6 +171,7 @@ class RunConfig(_Section):
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
     # evaluation on CPU: blocked = the convolutional stem in oneDNN's blocked layout
     eval_layout: Literal["auto", "blocked", "dense"] = "auto"
+    checkpoint_every: int = 1  # rounds between checkpoints (the last round always has one)
 
     def __post_init__(self) -> None:
         ok = self.device in ("auto", "cpu", "cuda") or (
@@ -181,5 +182,7 @@ class RunConfig(_Section):
         self._check("workers", self.workers >= 0, "an integer >= 0 (0 = chosen per model)")
         self._check("eval_batch_size", self.eval_batch_size >= 1, "an integer >= 1")
         self._check("timeout_s", self.timeout_s > 0, "a number of seconds > 0")
+        self._check("checkpoint_every", self.checkpoint_every >= 1,
+                    "an integer >= 1 (rounds between checkpoints)")
         self._check("vmap_chunk", self.vmap_chunk >= 0,
                     "an integer >= 0 (clients trained at once by the vmap engine; 0 = all)")

@@ -10,8 +10,9 @@ exchange only flat tensors. Per round:
 3. what clustering needs (the update vectors) is all-gathered as one padded
    ``[clients per rank, D]`` tensor, the per-client numbers as a float64 one;
 4. the server clusters them (labels broadcast from rank 0, so ranks cannot drift),
-   each rank sums its own clients per cluster, and one all-reduce of the flat
-   ``[k * D + k]`` sums gives every rank the new cluster models;
+   each rank sums the clients it trained (``Update.owned``) per cluster, and one
+   all-reduce of the flat ``[k * D + k]`` sums gives every rank the new cluster models
+   (:class:`RankAggregator`, handed to the server step);
 5. evaluation (and IFCA's per-client losses): each rank evaluates its share of the
    clients, and the per-client ``[n, correct, top-5, loss]`` rows are all-gathered.
 
@@ -28,12 +29,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..fl.aggregate import group_sums
 from ..fl.client import Update
 from ..fl.evaluate import EvalStats
 from ..engines import Engine
 from .collectives import Collectives, DistributedError
 
-__all__ = ["DistributedEngine", "split_by_load"]
+__all__ = ["DistributedEngine", "RankAggregator", "split_by_load"]
 
 
 def split_by_load(loads: np.ndarray, parts: int) -> np.ndarray:
@@ -52,7 +54,7 @@ def split_by_load(loads: np.ndarray, parts: int) -> np.ndarray:
 
 
 class DistributedEngine:
-    """Trains and evaluates this rank's share with ``local``; implements the server's reducer.
+    """Trains and evaluates this rank's share with ``local``.
 
     ``home[c]`` is the rank holding client ``c``'s data when data stays on its site
     (``data.partition = "local"``); otherwise any rank can train any client and
@@ -64,7 +66,6 @@ class DistributedEngine:
         self.local, self.comm = local, comm
         self.rank, self.world = comm.rank, comm.world
         self.train_sizes, self.eval_sizes, self.home = train_sizes, eval_sizes, home
-        self._owner: dict[int, int] = {}
 
     def _owners(self, clients: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         if self.home is not None:
@@ -76,7 +77,6 @@ class DistributedEngine:
             return
         clients = np.array([c for c, _ in jobs], dtype=np.int64)
         owner = self._owners(clients, self.train_sizes)
-        self._owner = dict(zip(clients.tolist(), owner.tolist(), strict=True))
         mine = [jobs[j] for j in np.flatnonzero(owner == self.rank)]
         done = {u.client: u for u in self.local.train(round_, mine)}
         cap = int(np.bincount(owner, minlength=self.world).max())
@@ -92,7 +92,7 @@ class DistributedEngine:
         slot = np.zeros(self.world, dtype=np.int64)
         for c, q in zip(clients.tolist(), owner.tolist(), strict=True):
             n, loss, steps = meta[q, slot[q]].tolist()
-            yield Update(c, rows[q, slot[q]], int(n), loss, int(steps))
+            yield Update(c, rows[q, slot[q]], int(n), loss, int(steps), owned=q == self.rank)
             slot[q] += 1
 
     def _per_client(self, clients: Sequence[int], sizes: np.ndarray, width: int, what: str,
@@ -135,16 +135,27 @@ class DistributedEngine:
         return self._per_client(clients, self.train_sizes, len(vectors), "client losses",
                                 lambda mine: self.local.client_losses(vectors, mine))
 
-    # ---- the server's reducer: aggregation over ranks
+    def check_same(self, values: Sequence[int], what: str) -> None:
+        """Fail on every rank, naming the ranks, unless all ranks hold the same ``values``."""
+        mine = torch.tensor(list(values), dtype=torch.int64)
+        every = self.comm.all_gather(mine, f"comparing {what}")
+        odd = [r for r in range(self.world) if not torch.equal(every[r], every[0])]
+        if odd:
+            raise DistributedError(f"rank(s) {', '.join(map(str, odd))} differ from rank 0 in "
+                                   f"{what}; every rank must run the same configuration")
 
-    def owned(self, clients: np.ndarray) -> np.ndarray:
-        """Which of this round's ``clients`` this rank trained."""
-        return np.array([self._owner[int(c)] == self.rank for c in clients], dtype=bool)
 
-    def sum_groups(self, sums: torch.Tensor, totals: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-cluster sums and weights over all ranks: one all-reduce of one flat tensor."""
-        k = totals.numel()
+class RankAggregator:
+    """Aggregation over the ranks of a process group (see the module docstring, step 4)."""
+
+    def __init__(self, comm: Collectives) -> None:
+        self.comm = comm
+
+    def sums(self, vectors: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor, k: int,
+             rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-cluster sums and weights of this rank's ``rows``, added up over all ranks:
+        one all-reduce of one flat tensor."""
+        sums, totals = group_sums(vectors, weights, labels, k, rows=rows)
         flat = self.comm.all_reduce(torch.cat([sums.reshape(-1), totals.to(sums.dtype)]),
                                     "aggregation")
         return flat[:-k].view_as(sums), flat[-k:].to(totals.dtype)
@@ -160,11 +171,7 @@ class DistributedEngine:
         t = self.comm.all_reduce(torch.tensor([int(flag)]), "stop flag", op=dist.ReduceOp.MAX)
         return bool(t.item())
 
-    def check_same(self, values: Sequence[int], what: str) -> None:
-        """Fail on every rank, naming the ranks, unless all ranks hold the same ``values``."""
-        mine = torch.tensor(list(values), dtype=torch.int64)
-        every = self.comm.all_gather(mine, f"comparing {what}")
-        odd = [r for r in range(self.world) if not torch.equal(every[r], every[0])]
-        if odd:
-            raise DistributedError(f"rank(s) {', '.join(map(str, odd))} differ from rank 0 in "
-                                   f"{what}; every rank must run the same configuration")
+    def failed(self, error: BaseException) -> None:
+        """Tell the other ranks this one fails (a failed collective has told them)."""
+        if not isinstance(error, DistributedError):
+            self.comm.report_failure(f"{type(error).__name__}: {error}")

@@ -10,6 +10,7 @@ The choices come from measurements on a 2-core CPU machine (benchmarks/RESULTS.m
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -21,12 +22,14 @@ from ..config import Config
 from ..data.augment import Augment
 from ..data.federation import Federation
 from ..fl.flat import FlatModel
+from ..models.spec import ModelSpec
 from .layout import blocked_stem
 from .sequential import SequentialEngine
 from .vmap import VmapEngine, vmap_unsupported
 
 __all__ = ["BLOCKED_EVAL", "choose_engine", "choose_threads", "choose_workers", "make_engine",
-           "process_cores", "step_flops", "use_blocked_eval", "use_channels_last"]
+           "plan_threads", "process_cores", "step_flops", "use_blocked_eval",
+           "use_channels_last"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,30 @@ def choose_workers(flops: float, cores: int | None = None) -> int:
     """Clients to train at once (one thread each) for a model costing ``flops`` per step."""
     cores = cores or process_cores()
     return cores if flops < WORKERS_MAX_FLOPS else 1
+
+
+def plan_threads(cfg: Config, model: FlatModel, spec: ModelSpec, device: torch.device,
+                 parallel_clients: bool = True) -> tuple[int, int]:
+    """``(torch threads, workers)``: ``run.threads`` and ``run.workers`` where set, else
+    chosen from the model's cost per training step. Workers (clients trained at once, in
+    threads) apply to the sequential engine on CPU; they share this process's cores."""
+    run, cores = cfg.run, process_cores()
+    flops = functools.cache(lambda: step_flops(model, spec.input_shape, cfg.client.batch_size))
+    if not (parallel_clients and device.type == "cpu" and run.engine != "vmap"):
+        workers = 1
+    elif run.workers or run.threads:
+        workers = run.workers or max(1, cores // run.threads)
+    else:
+        workers = choose_workers(flops(), cores)
+    if run.threads:
+        threads = run.threads
+    elif device.type != "cpu":
+        threads = torch.get_num_threads()
+    elif workers > 1:
+        threads = max(1, cores // workers)
+    else:
+        threads = choose_threads(flops(), cores)
+    return threads, workers
 
 
 def use_channels_last(memory_format: str, module: nn.Module, device: torch.device) -> bool:

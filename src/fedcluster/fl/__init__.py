@@ -6,12 +6,13 @@ from .clustering import METHODS, ClusterMethod, Grouping, RoundView, build_metho
 from .evaluate import EvalStats, evaluate, evaluate_clients
 from .flat import FlatModel
 from .sampling import sample_clients
-from .server import ClusterServer, StepInfo
+from .server import RoundUpdates, Server, StepInfo
 
 __all__ = [
     "METHODS",
     "ClusterMethod",
-    "ClusterServer",
+    "RoundUpdates",
+    "Server",
     "EvalStats",
     "FlatModel",
     "Grouping",

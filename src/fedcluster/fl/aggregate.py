@@ -3,13 +3,21 @@
 With the server learning rate ``lr`` (the reference's ``lambda``) a cluster model
 moves towards the weighted mean of its members' local models:
 ``global <- global + lr * (mean(local) - global)``. ``lr = 1`` is plain FedAvg.
+
+Where the round's updates live in several processes, the per-group sums are added up
+over them: an :class:`Aggregator` is handed to the server step, :class:`LocalAggregator`
+in one process, the distributed engine's over ranks (dist/engine.py).
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
+import numpy as np
 import torch
 
-__all__ = ["group_means", "group_sums", "means_from_sums", "server_step", "weighted_mean"]
+__all__ = ["Aggregator", "LocalAggregator", "group_means", "group_sums", "means_from_sums",
+           "server_step", "weighted_mean"]
 
 
 def weighted_mean(vectors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -65,3 +73,42 @@ def group_means(vectors: torch.Tensor, weights: torch.Tensor, labels: torch.Tens
 def server_step(model: torch.Tensor, target: torch.Tensor, lr: float) -> torch.Tensor:
     """``model + lr * (target - model)``, a new tensor."""
     return model + lr * (target - model)
+
+
+class Aggregator(Protocol):
+    """Aggregation across the processes of a run (one process: :class:`LocalAggregator`)."""
+
+    def sums(self, vectors: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor, k: int,
+             rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`group_sums` of the ``rows`` this process holds (None: all), added up
+        over every process."""
+        ...
+
+    def agree(self, labels: np.ndarray) -> np.ndarray:
+        """One process's cluster labels, the same on every process."""
+        ...
+
+    def any(self, flag: bool) -> bool:
+        """True on every process when it is True on any (every process stops together)."""
+        ...
+
+    def failed(self, error: BaseException) -> None:
+        """This process is failing with ``error`` (so the others can name it)."""
+        ...
+
+
+class LocalAggregator:
+    """One process holds every update."""
+
+    def sums(self, vectors: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor, k: int,
+             rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return group_sums(vectors, weights, labels, k, rows=rows)
+
+    def agree(self, labels: np.ndarray) -> np.ndarray:
+        return labels
+
+    def any(self, flag: bool) -> bool:
+        return flag
+
+    def failed(self, error: BaseException) -> None:
+        pass

@@ -26,6 +26,7 @@ class Update:
     num_examples: int  # the client's training-set size, the aggregation weight
     train_loss: float  # mean loss over its local steps (nan when it took none)
     steps: int
+    owned: bool = True  # trained by this process (several processes: see dist/engine.py)
 
 
 def make_optimizer(params: Iterable[nn.Parameter], cfg: ClientConfig) -> torch.optim.Optimizer:

@@ -70,15 +70,16 @@ def end_message(summary: RunSummary) -> Message:
     name = summary.context.config.name
     final = summary.final
     if summary.error:
-        text = (f"{name} FAILED after {len(summary.rounds)} round(s), {summary.seconds:.1f}s:\n"
+        text = (f"{name} FAILED after {summary.round} round(s), {summary.seconds:.1f}s:\n"
                 f"{summary.error}")
-        return Message("error", text, {"run": name, "rounds": len(summary.rounds),
+        return Message("error", text, {"run": name, "rounds": summary.round,
                                        "error": summary.error})
-    how = "stopped early" if summary.stopped_early else "finished"
-    lines = [f"{name} {how} after {len(summary.rounds)} round(s) in {summary.seconds:.1f}s"]
+    how = {"completed": "finished", "early-stop": "stopped early"}.get(
+        summary.reason, f"stopped by {summary.reason}")
+    lines = [f"{name} {how} after {summary.round} round(s) in {summary.seconds:.1f}s"]
     if final is not None:
         lines += _round_lines(final)
-    data = {"run": name, "rounds": len(summary.rounds), "seconds": round(summary.seconds, 3),
-            "stopped_early": summary.stopped_early,
+    data = {"run": name, "rounds": summary.round, "seconds": round(summary.seconds, 3),
+            "stopped_early": summary.stopped_early, "reason": summary.reason,
             "final": _round_data(final) if final is not None else None}
     return Message("end", "\n".join(lines), data)

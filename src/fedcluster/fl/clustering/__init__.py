@@ -5,11 +5,20 @@ the pieces they share: clustering points (features, sketch), cluster matching,
 and diagnostics (SSE and silhouette per k, agreement with true groups).
 """
 
-from . import cfl, hierarchical, ifca, kmeans  # noqa: F401  (explicit registration)
-from .base import METHODS, ClusterMethod, FedAvg, Grouping, RoundView, build_method
+from . import cfl, fedavg, hierarchical, ifca, kmeans  # noqa: F401  (explicit registration)
+from .base import (
+    METHODS,
+    ClusterMethod,
+    Grouping,
+    MethodState,
+    ModelInit,
+    RoundView,
+    build_method,
+)
 from .cfl import CFL, bipartition, split_criterion
 from .diagnostics import agreement, best_k, scan_k, silhouette, within_sse
 from .features import PointSpace, principal_coords
+from .fedavg import FedAvg
 from .hierarchical import agglomerative_labels
 from .ifca import IFCA, ifca_assign
 from .kmeans import kmeans_labels
@@ -23,6 +32,8 @@ __all__ = [
     "ClusterMethod",
     "FedAvg",
     "Grouping",
+    "MethodState",
+    "ModelInit",
     "PointSpace",
     "RoundView",
     "agglomerative_labels",

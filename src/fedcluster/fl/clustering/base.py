@@ -1,9 +1,14 @@
 """What every clustering method sees and decides, and the registry of methods.
 
-A method answers two questions each round. Before training, :meth:`assign`: which
-cluster model does each sampled client start from? (IFCA decides here, by loss.)
-After training, :meth:`group`: which cluster does each client's update join? The
-server does the rest (growing the model set, aggregating, recording).
+A method answers three questions. Once, :meth:`init`: which models does the run
+start from (k copies of the initial model, one, or k random ones), and what is the
+method's own state? Each round before training, :meth:`assign`: which cluster model
+does each sampled client start from? (IFCA decides here, by loss.) After training,
+:meth:`group`: which cluster does each client's update join? The server does the
+rest (growing the model set, aggregating, recording).
+
+A method object holds its settings only; what it must remember between rounds is
+plain data (a dict of JSON values) kept in the run state, handed in and returned.
 """
 
 from __future__ import annotations
@@ -18,9 +23,20 @@ import torch
 from ...config import ClusterConfig
 from ...registry import Registry
 
-__all__ = ["METHODS", "ClusterMethod", "Grouping", "LossFn", "RoundView", "build_method"]
+__all__ = ["METHODS", "ClusterMethod", "Grouping", "LossFn", "MethodState", "ModelInit",
+           "RoundView", "build_method"]
 
 LossFn = Callable[[np.ndarray], torch.Tensor]  # clients -> [len(clients), K] training losses
+MethodState = dict[str, Any]  # a method's own state: JSON values only (it is checkpointed)
+
+
+@dataclass(frozen=True)
+class ModelInit:
+    """What a method may start from: the run's initial model, and fresh random models."""
+
+    initial: torch.Tensor  # [D]
+    fresh: Callable[[int], torch.Tensor]  # seed -> a new randomly initialised model [D]
+    seed: int  # the run's seed
 
 
 @dataclass(frozen=True)
@@ -36,6 +52,7 @@ class RoundView:
     models: torch.Tensor  # [K, D] the cluster models the round started with
     points: np.ndarray  # [m, p] the clustering points (see features.py)
     seed: int  # keyed seed for this round's clustering
+    state: MethodState = field(default_factory=dict)  # the method's state before the round
 
 
 @dataclass(frozen=True)
@@ -50,16 +67,25 @@ class Grouping:
     silhouette_per_k: dict[int, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # method-specific diagnostics
     broadcast: bool = False  # warm-up FedAvg: every model takes cluster 0's new value
+    state: MethodState | None = None  # the method's new state (None: unchanged)
 
 
 class ClusterMethod(Protocol):
+    restarts: int  # initial states to try (IFCA's random restarts); 1 for most methods
+
+    def init(self, start: ModelInit, restart: int = 0) -> tuple[torch.Tensor, MethodState]:
+        """The starting cluster models ``[K, D]`` and the method's state (``restart``
+        numbers the initial states tried, see ``restarts``)."""
+        ...
+
     def assign(self, round_: int, clients: np.ndarray, current: np.ndarray,
-               losses: LossFn) -> np.ndarray:
-        """The cluster each sampled client starts from (-1: the server's default)."""
+               losses: LossFn, state: MethodState) -> tuple[np.ndarray, MethodState]:
+        """The cluster each sampled client starts from (-1: the server's default), and
+        the method's new state."""
         ...
 
     def group(self, view: RoundView) -> Grouping:
-        """The cluster each client's update joins."""
+        """The cluster each client's update joins (``view.state`` the method's state)."""
         ...
 
 
@@ -69,23 +95,8 @@ METHODS: Registry[MethodFactory] = Registry("clustering method")
 
 def build_method(cfg: ClusterConfig) -> ClusterMethod:
     """The method ``cfg.method`` configured by ``cfg`` (plain FedAvg for kmeans with k = 1)."""
+    from . import cfl, fedavg, hierarchical, ifca, kmeans  # noqa: F401  (registration)
+
     if cfg.method == "kmeans" and cfg.k == 1:
         return METHODS.get("fedavg")(cfg)
     return METHODS.get(cfg.method)(cfg)
-
-
-class FedAvg:
-    """One model, no clustering: every update joins cluster 0."""
-
-    def __init__(self, cfg: ClusterConfig | None = None) -> None:
-        pass
-
-    def assign(self, round_: int, clients: np.ndarray, current: np.ndarray,
-               losses: LossFn) -> np.ndarray:
-        return np.zeros(len(clients), dtype=np.int64)
-
-    def group(self, view: RoundView) -> Grouping:
-        return Grouping(np.zeros(len(view.clients), dtype=np.int64))
-
-
-METHODS.register("fedavg")(FedAvg)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ...config import ClusterConfig
-from .base import METHODS, Grouping, LossFn, RoundView
+from .base import METHODS, Grouping, LossFn, MethodState, ModelInit, RoundView
 
 __all__ = ["CFL", "bipartition", "split_criterion"]
 
@@ -42,13 +42,20 @@ def bipartition(deltas: torch.Tensor) -> np.ndarray:
 
 
 class CFL:
+    restarts = 1
+
     def __init__(self, cfg: ClusterConfig) -> None:
         self.eps1, self.eps2 = cfg.cfl_eps1, cfg.cfl_eps2
         self.warmup, self.k_max = cfg.warmup_rounds, cfg.k_max
 
+    def init(self, start: ModelInit, restart: int = 0) -> tuple[torch.Tensor, MethodState]:
+        """One model: clusters open as splits are found; the tree is the model set's
+        growth (each split's parent is in the round records)."""
+        return start.initial[None].clone(), {}
+
     def assign(self, round_: int, clients: np.ndarray, current: np.ndarray,
-               losses: LossFn) -> np.ndarray:
-        return current
+               losses: LossFn, state: MethodState) -> tuple[np.ndarray, MethodState]:
+        return current, state
 
     def group(self, view: RoundView) -> Grouping:
         labels = view.starts.copy()

@@ -9,10 +9,11 @@ reference's elbow curve) is recorded next to it so the choice can be audited.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-__all__ = ["agreement", "best_k", "scan_k", "silhouette", "within_sse"]
+__all__ = ["agreement", "best_k", "round_diagnostics", "scan_k", "silhouette", "within_sse"]
 
 Fit = Callable[[np.ndarray, int], np.ndarray]  # (points, k) -> labels
 
@@ -65,3 +66,27 @@ def agreement(truth: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
 
     return (float(adjusted_rand_score(truth, labels)),
             float(normalized_mutual_info_score(truth, labels)))
+
+
+def round_diagnostics(grouping: Any, points: np.ndarray, labels: np.ndarray,
+                      previous: np.ndarray, assignment: np.ndarray, k: int, seed: int,
+                      k_max: int, n_init: int) -> dict[str, Any]:
+    """What a clustering round reports: whether the method (re)clustered, the cluster
+    sizes over all placed clients (``assignment``), the silhouette, how many clients
+    changed cluster (``previous`` before the round, -1: new), and the elbow curve
+    (SSE and silhouette per k; computed with k-means when the method gave none)."""
+    sse, sil = grouping.sse_per_k, grouping.silhouette_per_k
+    if grouping.clustered and sse is None:  # the elbow curve, for any method
+        from .kmeans import kmeans_labels
+
+        sse, sil, _ = scan_k(points, lambda p, kk: kmeans_labels(p, kk, seed, n_init), k_max)
+    placed = assignment[assignment >= 0]
+    return {
+        "clustered": grouping.clustered,
+        "cluster_sizes": np.bincount(placed, minlength=k).tolist(),
+        "silhouette": silhouette(points, labels),
+        "changed": int(((previous >= 0) & (previous != labels)).sum()),
+        "sse_per_k": sse,
+        "silhouette_per_k": sil,
+        **grouping.extra,
+    }

@@ -7,7 +7,8 @@ training data and joins the one with the lowest loss (:func:`ifca_assign`), trai
 it, and the server averages the local models of each cluster (the paper's "model
 averaging" variant). A single random initialisation often lets one model win
 every client and the clusters merge; the paper therefore uses random restarts,
-chosen by training loss (``cluster.restarts``; see ``run.py``).
+chosen by training loss (``cluster.restarts``: the loop tries each initial state
+for ``cluster.restart_rounds`` rounds, see loop.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 import torch
 
 from ...config import ClusterConfig
-from .base import METHODS, Grouping, LossFn, RoundView
+from ...rng import INIT, key_seed
+from .base import METHODS, Grouping, LossFn, MethodState, ModelInit, RoundView
 
 __all__ = ["IFCA", "ifca_assign"]
 
@@ -28,11 +30,17 @@ def ifca_assign(losses: torch.Tensor) -> np.ndarray:
 
 class IFCA:
     def __init__(self, cfg: ClusterConfig | None = None) -> None:
-        pass
+        cfg = cfg or ClusterConfig(method="ifca")
+        self.k, self.restarts, self.restart_rounds = int(cfg.k), cfg.restarts, cfg.restart_rounds
+
+    def init(self, start: ModelInit, restart: int = 0) -> tuple[torch.Tensor, MethodState]:
+        """``k`` independent random initialisations, another set for each restart."""
+        seeds = [key_seed(start.seed, INIT, restart, i) for i in range(self.k)]
+        return torch.stack([start.fresh(s) for s in seeds]), {"restart": restart}
 
     def assign(self, round_: int, clients: np.ndarray, current: np.ndarray,
-               losses: LossFn) -> np.ndarray:
-        return ifca_assign(losses(clients))
+               losses: LossFn, state: MethodState) -> tuple[np.ndarray, MethodState]:
+        return ifca_assign(losses(clients)), state
 
     def group(self, view: RoundView) -> Grouping:
         return Grouping(view.starts.copy(), clustered=True)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..aggregate import group_means
-from .base import Grouping, LossFn, RoundView
+from .base import Grouping, LossFn, MethodState, ModelInit, RoundView
 from .diagnostics import best_k, scan_k
 from .match import match_clusters
 
@@ -28,32 +28,41 @@ class UpdateClustering:
     """Groups updates with ``fit``; ``k`` an int or ``"auto"`` (silhouette over 2..k_max).
 
     ``fit_all``, when given, groups without a k (a distance threshold) and takes
-    precedence over ``k``.
+    precedence over ``k``. The state: ``{"clustered": [...]}``, the clients the one-shot
+    clustering has placed (sorted).
     """
+
+    restarts = 1
 
     def __init__(self, fit: LabelFit, k: int | str, k_max: int, schedule: str,
                  warmup_rounds: int, metric: str = "euclidean",
                  fit_all: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.fit, self.k, self.k_max, self.schedule = fit, k, k_max, schedule
         self.warmup, self.metric, self.fit_all = warmup_rounds, metric, fit_all
-        self.clustered: set[int] = set()  # clients the one-shot clustering has placed
+
+    def init(self, start: ModelInit, restart: int = 0) -> tuple[torch.Tensor, MethodState]:
+        """``k`` copies of the initial model (one when k is chosen: clusters open as
+        they are found)."""
+        copies = 1 if self.k == "auto" else int(self.k)
+        return start.initial[None].repeat(copies, 1), {"clustered": []}
 
     def assign(self, round_: int, clients: np.ndarray, current: np.ndarray,
-               losses: LossFn) -> np.ndarray:
-        if self.schedule != "once" or not self.clustered:
-            return current
+               losses: LossFn, state: MethodState) -> tuple[np.ndarray, MethodState]:
+        clustered = set(state.get("clustered", []))
+        if self.schedule != "once" or not clustered:
+            return current, state
         out = current.copy()
-        new = np.array([c not in self.clustered for c in clients], dtype=bool)
-        if new.any():
-            out[new] = losses(clients[new]).argmin(dim=1).cpu().numpy()
-            self.clustered.update(int(c) for c in clients[new])
-        return out
+        new = np.array([c not in clustered for c in clients], dtype=bool)
+        if not new.any():
+            return out, state
+        out[new] = losses(clients[new]).argmin(dim=1).cpu().numpy()
+        return out, _placed(state, clients[new])
 
     def group(self, view: RoundView) -> Grouping:
         m = len(view.clients)
         if view.round <= self.warmup:
             return Grouping(np.zeros(m, dtype=np.int64), broadcast=True)
-        if self.schedule == "once" and self.clustered:
+        if self.schedule == "once" and view.state.get("clustered"):
             return Grouping(view.starts.copy())
         sse, sil, labels = scan_k(view.points, lambda p, k: self.fit(p, k, view.seed),
                                   self.k_max, self.metric)
@@ -70,6 +79,11 @@ class UpdateClustering:
         out = perm[raw]
         parents = {int(perm[g]): int(np.bincount(view.starts[raw == g]).argmax())
                    for g in range(n_groups) if perm[g] >= len(view.models)}
-        self.clustered.update(int(c) for c in view.clients)
         return Grouping(out, parents, clustered=True, sse_per_k=sse, silhouette_per_k=sil,
-                        extra={"k_chosen": n_groups})
+                        extra={"k_chosen": n_groups}, state=_placed(view.state, view.clients))
+
+
+def _placed(state: MethodState, clients: np.ndarray) -> MethodState:
+    """``state`` with ``clients`` added to the clients the clustering has placed."""
+    clustered = set(state.get("clustered", [])) | {int(c) for c in clients}
+    return {**state, "clustered": sorted(clustered)}

@@ -1,0 +1,276 @@
+"""The round loop: the only one, for federated runs and the pooled baseline alike.
+
+The federated round: sample clients (keyed by seed and round) -> each trains from its
+cluster's model -> the server clusters the updates and aggregates each cluster ->
+every cluster model is evaluated on its members' eval sets -> callbacks. Each round
+is a function of the run state (fl/state.py) returning the next state; after it the
+loop checks early stop, reports the round, and writes a checkpoint, so a run can be
+stopped (signals.py) or killed and resumed from its last finished round.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .build import Run, build
+from .callbacks.base import Callback, CallbackList
+from .checkpoint import CheckpointError, save_checkpoint
+from .config import Config, StopConfig
+from .data.federation import Federation
+from .engines import Engine
+from .fl.clustering import ModelInit, agreement
+from .fl.evaluate import EvalStats
+from .fl.sampling import sample_clients
+from .fl.server import RoundUpdates, Server
+from .fl.state import RunState, members, new_state, start_cluster
+from .profiling import Profiler
+from .records import ClientResult, ClusterResult, RoundResult, RunSummary
+from .signals import Stopped, critical
+
+if TYPE_CHECKING:
+    from .dist.group import DistInfo
+
+__all__ = ["FederatedRounds", "drive", "early_stop", "initial_state", "run_federation"]
+
+log = logging.getLogger(__name__)
+
+
+class FederatedRounds:
+    """The federated round (see the module docstring) of one run's parts."""
+
+    def __init__(self, cfg: Config, federation: Federation, engine: Engine, server: Server,
+                 start: ModelInit) -> None:
+        self.cfg, self.federation, self.engine, self.server = cfg, federation, engine, server
+        self.start = start
+        self.restarts = getattr(server.method, "restarts", 1)
+        self.restart_rounds = min(cfg.cluster.restart_rounds, cfg.rounds)
+
+    def init(self, restart: int = 0) -> RunState:
+        models, method_state = self.server.method.init(self.start, restart)
+        return new_state(models, self.federation.num_clients, method_state)
+
+    def score(self, state: RunState) -> float:
+        """The training loss: each client's loss under its best model, weighted by its
+        training-set size (how IFCA's restarts are compared)."""
+        everyone = list(range(self.federation.num_clients))
+        sizes = torch.from_numpy(self.federation.train_sizes()).double()
+        best = self.engine.client_losses(state.models, everyone).min(dim=1).values
+        return float(sizes @ best / sizes.sum())
+
+    def __call__(self, state: RunState, round_: int, callbacks: CallbackList,
+                 prof: Profiler) -> tuple[RunState, RoundResult]:
+        cfg, engine, server = self.cfg, self.engine, self.server
+        t0 = time.perf_counter()
+        previous = state.assignment
+        sampled = sample_clients(state.assignment.size, cfg.clients_per_round, cfg.seed, round_)
+        with prof.section("io"):
+            callbacks.round_start(round_, sampled.tolist())
+        with prof.section("cluster"):  # IFCA places clients by their losses under each model
+            state, starts = server.assign(state, round_, sampled, engine.client_losses)
+        jobs = [(int(c), state.models[s]) for c, s in zip(sampled, starts, strict=True)]
+        updates = RoundUpdates(len(jobs))
+        it = engine.train(round_, jobs)
+        while True:
+            with prof.section("train"):
+                update = next(it, None)
+            if update is None:
+                break
+            update = updates.add(update)  # the engine's own copy can be freed now
+            with prof.section("io"):
+                callbacks.client_done(round_, update)
+        with prof.section("aggregate"):  # less the "cluster" sections inside the step
+            state, info = server.step(state, round_, updates, previous, prof)
+        state = dataclasses.replace(state, round=round_)
+        with prof.section("eval"):
+            clusters, total, per_client = _evaluate(engine, state, cfg.run.eval_clients == "all")
+        clients = [
+            ClientResult(u.client, int(info.clusters[j]), u.train_loss, u.num_examples, u.steps,
+                         None if info.coords is None else tuple(info.coords[j].tolist()),
+                         per_client.get(u.client))
+            for j, u in enumerate(updates.updates)
+        ]
+        truth, placed = self.federation.groups, state.assignment >= 0
+        ari = nmi = None
+        if placed.sum() >= 2 and truth.max(initial=0) > 0:  # only known groups (data.groups > 1)
+            ari, nmi = agreement(truth[placed], state.assignment[placed])
+        return state, RoundResult(round_, total.accuracy, total.top5, total.loss, clusters,
+                                  clients, time.perf_counter() - t0, info.sse, info.empty, ari,
+                                  nmi, _fairness(per_client), info.diagnostics, prof.pop())
+
+
+def _evaluate(engine: Engine, state: RunState, everyone: bool = False
+              ) -> tuple[list[ClusterResult], EvalStats, dict[int, float]]:
+    """Each cluster model on each member's eval set: per-cluster results, the pooled
+    total, and each evaluated client's accuracy. With ``everyone`` (``run.eval_clients =
+    "all"``) the clients not placed yet are evaluated too, on the model they would
+    start from."""
+    clusters, total, per_client = [], EvalStats(), {}
+    unplaced = np.flatnonzero(state.assignment < 0).tolist() if everyone else []
+    start = start_cluster(state, unplaced[0]) if unplaced else -1
+    for i in range(state.k):
+        ids = members(state, i).tolist()
+        evaluated = ids + (unplaced if i == start else [])
+        stats = engine.evaluate_clients(state.models[i], evaluated) if evaluated else []
+        pooled = sum(stats, EvalStats())
+        total = total + pooled
+        per_client.update({c: s.accuracy for c, s in zip(evaluated, stats, strict=True)
+                           if s.n})
+        clusters.append(ClusterResult(i, ids, pooled.accuracy, pooled.top5, pooled.loss,
+                                      pooled.n))
+    return clusters, total, per_client
+
+
+def _fairness(per_client: dict[int, float]) -> dict[str, float]:
+    if not per_client:
+        return {}
+    acc = np.array(list(per_client.values()))
+    return {"mean": float(acc.mean()), "p10": float(np.percentile(acc, 10)),
+            "min": float(acc.min())}
+
+
+def early_stop(stop: dict, result: RoundResult, cfg: StopConfig) -> tuple[dict, bool]:
+    """The reference's thresholds: each enabled criterion (threshold > 0) must hold for
+    ``patience`` rounds in a row: ``|acc_r - acc_{r-1}| < accuracy_delta`` and
+    ``|loss_r - loss_{r-1}| < loss_delta``. ``stop`` is the state the previous round left
+    (``{}`` at first); returns the new one and whether to stop."""
+    if not (cfg.accuracy_delta > 0 or cfg.loss_delta > 0):
+        return stop, False
+    calm = stop.get("calm", 0)
+    if stop:
+        checks = []
+        if cfg.accuracy_delta > 0:
+            checks.append(abs(result.accuracy - stop["accuracy"]) < cfg.accuracy_delta)
+        if cfg.loss_delta > 0:
+            checks.append(abs(result.loss - stop["loss"]) < cfg.loss_delta)
+        steady = all(checks) and not any(math.isnan(v) for v in (result.accuracy, result.loss))
+        calm = calm + 1 if steady else 0
+    new = {"accuracy": result.accuracy, "loss": result.loss, "calm": calm}
+    if calm >= cfg.patience:
+        log.info("early stop at round %d: changes below the stop thresholds", result.round)
+        return new, True
+    return new, False
+
+
+def initial_state(run: Run) -> RunState:
+    """The state before round 1. With several initial states to try (IFCA's random
+    restarts), each plays ``restart_rounds`` rounds through the run's round function,
+    silently, and the one with the lowest score starts the run from round 1."""
+    rounds = run.rounds
+    if rounds.restarts <= 1:
+        return rounds.init(0)
+    quiet, scores = CallbackList([]), []
+    for restart in range(rounds.restarts):
+        state = rounds.init(restart)
+        for r in range(1, rounds.restart_rounds + 1):
+            state, _ = rounds(state, r, quiet, Profiler())
+        scores.append(rounds.score(state))
+    chosen = int(np.argmin(scores))
+    log.info("restarts: training loss after %d rounds %s; using restart %d",
+             rounds.restart_rounds, [round(s, 4) for s in scores], chosen)
+    return rounds.init(chosen)
+
+
+def _check_resumable(run: Run, state: RunState) -> None:
+    model, n = run.context.model, run.context.federation.num_clients
+    if state.models.shape[1] != model.numel or state.assignment.shape != (n,):
+        raise CheckpointError(
+            f"the checkpoint holds {state.k} models of {state.models.shape[1]} values and "
+            f"{state.assignment.size} clients; this config builds a model of {model.numel} "
+            f"values and {n} clients")
+
+
+def _on(state: RunState, device: torch.device) -> RunState:
+    """``state`` with its tensors on ``device`` (a loaded checkpoint is on the CPU)."""
+    def moved(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: t.to(device) for k, t in tensors.items()}
+
+    return dataclasses.replace(state, models=state.models.to(device),
+                               server_opt=moved(state.server_opt), clients=moved(state.clients),
+                               extra=moved(state.extra))
+
+
+def _save(run: Run, state: RunState, every: int, last: bool) -> None:
+    run_dir = run.context.run_dir
+    if run.writes and run_dir is not None and (last or state.round % every == 0):
+        with critical():
+            save_checkpoint(run_dir, state)
+
+
+def drive(run: Run, state: RunState, callbacks: Sequence[Callback] = ()) -> RunSummary:
+    """Play rounds from ``state`` to the config's last round or an early stop,
+    checkpointing after each (``run.checkpoint_every``), reporting through
+    ``callbacks``. On an error or a :class:`~fedcluster.signals.Stopped` the last
+    finished round's state is checkpointed and ``on_run_end`` still runs."""
+    cfg = run.config
+    _check_resumable(run, state)
+    state = _on(state, run.context.device)
+    ctx = dataclasses.replace(run.context, start_round=state.round)
+    cbs = CallbackList(callbacks)
+    prof = Profiler(cfg.run.profile, ctx.device)
+    every = cfg.run.checkpoint_every
+    results: list[RoundResult] = []
+    t0 = time.perf_counter()
+    reason = "completed"
+    cbs.run_start(ctx)
+    try:
+        for r in range(state.round + 1, cfg.rounds + 1):
+            state, result = run.rounds(state, r, cbs, prof)
+            stop_state, stop = early_stop(state.stop, result, cfg.stop)
+            state = dataclasses.replace(state, stop=stop_state)
+            results.append(result)
+            with prof.section("io"):  # charged to the next round's record
+                stop = cbs.round_end(result) or stop
+                stop = run.aggregator.any(stop)  # every process stops together
+                _save(run, state, every, stop or r == cfg.rounds)
+            if stop:
+                reason = "early-stop" if r < cfg.rounds else reason
+                break
+    except BaseException as e:
+        stopped = isinstance(e, Stopped)
+        reason = e.name if stopped else "KeyboardInterrupt" if isinstance(
+            e, KeyboardInterrupt) else "error"
+        if not stopped:
+            run.aggregator.failed(e)
+        _final_save(run, state)
+        error = None if stopped else f"{type(e).__name__}: {e}"
+        cbs.run_end(RunSummary(ctx, results, state.models, time.perf_counter() - t0,
+                               error=error, reason=reason, round=state.round))
+        raise
+    summary = RunSummary(ctx, results, state.models, time.perf_counter() - t0,
+                         reason == "early-stop", reason=reason, round=state.round)
+    cbs.run_end(summary)
+    return summary
+
+
+def _final_save(run: Run, state: RunState) -> None:
+    """The checkpoint of the last finished round, after a failure or a stop; a failure
+    to write it (the disk may be what failed) is logged, not raised over the first."""
+    try:
+        _save(run, state, 1, True)
+    except Exception:
+        log.exception("could not write the checkpoint of round %d", state.round)
+
+
+def run_federation(cfg: Config, callbacks: Sequence[Callback] = (),
+                   run_dir: Path | None = None, dist: DistInfo | None = None,
+                   start: RunState | None = None) -> RunSummary:
+    """Run ``cfg`` to the end (or an early stop), reporting through ``callbacks``.
+
+    ``start`` continues a run from its saved state (see
+    :func:`~fedcluster.checkpoint.load_checkpoint`). ``mode = "centralized"`` trains one
+    model on the pooled data instead (engines/pooled.py). In a multi-process run
+    (``dist`` given) every rank calls this with the same config; only rank 0 should be
+    handed callbacks that write or print.
+    """
+    run = build(cfg, run_dir, dist)
+    state = start if start is not None else initial_state(run)
+    return drive(run, state, callbacks)
