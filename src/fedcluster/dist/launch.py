@@ -82,9 +82,14 @@ def _exit(failure: object) -> str:
 
 
 def launch_workers(args: list[str], threads: int) -> None:
-    """Run torchrun with ``args`` in this process; raise :class:`LaunchError` on failure."""
+    """Run torchrun with ``args`` in this process; raise :class:`LaunchError` on failure,
+    :class:`~fedcluster.signals.Stopped` when a signal stopped the run (torchrun sends
+    it on to the workers, which checkpoint and stop, and waits for them)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
+
+    from ..signals import Stopped
 
     parsed = get_args_parser().parse_args(args)
     if parsed.rdzv_endpoint:
@@ -100,6 +105,8 @@ def launch_workers(args: list[str], threads: int) -> None:
         if rest:
             msg += f"; rank(s) {', '.join(map(str, rest))} stopped after it"
         raise LaunchError(msg + " (messages above)") from None
+    except SignalException as e:  # torchrun passed the signal on and waited for the workers
+        raise Stopped(e.sigval) from None
     except Exception as e:  # rendezvous errors: too few nodes arrived, endpoint unreachable
         where = f" at {parsed.rdzv_endpoint}" if parsed.rdzv_endpoint else ""
         raise LaunchError(f"rendezvous{where} failed: {type(e).__name__}: {e}") from None
