@@ -33,7 +33,7 @@ __all__ = ["HELD_ENV", "RUN_MARKERS", "RunDir", "RunDirError", "atomic_write",
            "held_by_launcher", "new_run", "resume_run", "unique_run_path"]
 
 #: files whose presence means a directory already holds a run
-RUN_MARKERS = ("metrics.jsonl", "checkpoint", "summary.json")
+RUN_MARKERS = ("metrics.jsonl", "checkpoint.safetensors", "summary.json")
 LOCK_NAME = ".lock"
 PID_NAME = ".lock.pid"
 #: set by a launcher that holds a run directory for the workers it starts
