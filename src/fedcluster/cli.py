@@ -6,11 +6,14 @@ The only module that reads argv.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import logging
+import os
 import signal
 import sys
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -18,6 +21,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from .config import Config, ConfigError, load_config
+from .rundir import RunDir, RunDirError, held_by_launcher, new_run
 
 __all__ = ["main"]
 
@@ -38,19 +42,39 @@ def _split_args(items: list[str]) -> tuple[str | None, list[str]]:
     return path, overrides
 
 
-def _run_dir(cfg: Config, out: str | None) -> Path:
-    if out is not None:
-        path = Path(out)
-        if (path / "metrics.jsonl").exists():
-            raise ConfigError(f"--out {out}: it already holds a run (metrics.jsonl); "
-                              "refusing to overwrite it, choose another directory")
-        return path
-    stem = Path(cfg.run.out) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path, n = stem, 1
-    while path.exists():
-        n += 1
-        path = stem.with_name(f"{stem.name}-{n}")
-    return path
+def _run_dir(cfg: Config, out: str | None) -> RunDir:
+    """A new run's directory, created, checked writable and locked before any training:
+    ``--out``, or a new ``<run.out>/<name>-<time>``."""
+    return new_run(out, cfg.run.out, cfg.name)
+
+
+@contextmanager
+def _launch_run_dir(cfg: Config, args: argparse.Namespace) -> Iterator[Path | None]:
+    """The directory the workers of a launch write, held while they run.
+
+    On one machine this launcher opens and holds it, and tells its workers so. Over
+    several machines global rank 0 opens it, wherever it runs (so that launchers sharing
+    a file system do not contend for one ``--out``): None here without ``--out``.
+    """
+    if (args.nnodes or 1) > 1:
+        yield Path(args.out) if args.out is not None else None
+        return
+    with _run_dir(cfg, args.out) as held:
+        yield held.lend_to_workers()
+
+
+def _worker_run_dir(cfg: Config, out: str | None) -> Path:
+    """A torchrun rank's run directory. Rank 0 writes into the one its launcher holds,
+    or (under a torchrun started by hand, or over several machines) opens one itself
+    and holds it until the process ends. The other ranks write nothing: theirs is unused.
+    """
+    if os.environ.get("RANK") != "0":
+        return Path(out if out is not None else cfg.run.out)
+    if out is not None and held_by_launcher(out):
+        return Path(out)
+    held = _run_dir(cfg, out)
+    atexit.register(held.release)
+    return held.path
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
@@ -87,9 +111,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _launch(cfg, args, path, _run_overrides(args, overrides))
     if launched():
         return _run_rank(cfg, args)
-    run_dir = _run_dir(cfg, args.out)
-    callbacks = default_callbacks(cfg, run_dir, quiet=args.quiet, progress=args.progress)
-    run_federation(cfg, callbacks, run_dir)
+    with _run_dir(cfg, args.out) as held:
+        callbacks = default_callbacks(cfg, held.path, quiet=args.quiet, progress=args.progress)
+        run_federation(cfg, callbacks, held.path)
     return 0
 
 
@@ -145,14 +169,15 @@ def _launch(cfg: Config, args: argparse.Namespace, path: str | None,
     if cfg.mode == "centralized":
         raise ConfigError('mode = "centralized" trains in one process; drop --nproc/--nnodes')
     nproc = args.nproc or 1
-    run_dir = _run_dir(cfg, args.out)
-    worker = ["run", *([path] if path else []), *overrides, "--out", str(run_dir)]
-    worker += [f"--plugin={p}" for p in args.plugin]
-    worker += ["--quiet"] * args.quiet + ["--verbose"] * args.verbose
-    worker += ["--progress", args.progress]
-    torchrun = torchrun_args(nproc, worker, args.nnodes or 1, args.node_rank,
-                             args.rdzv_endpoint, cfg.run.timeout_s)
-    launch_workers(torchrun, worker_threads(nproc))
+    with _launch_run_dir(cfg, args) as run_dir:
+        worker = ["run", *([path] if path else []), *overrides,
+                  *(["--out", str(run_dir)] if run_dir is not None else [])]
+        worker += [f"--plugin={p}" for p in args.plugin]
+        worker += ["--quiet"] * args.quiet + ["--verbose"] * args.verbose
+        worker += ["--progress", args.progress]
+        torchrun = torchrun_args(nproc, worker, args.nnodes or 1, args.node_rank,
+                                 args.rdzv_endpoint, cfg.run.timeout_s)
+        launch_workers(torchrun, worker_threads(nproc))
     return 0
 
 
@@ -171,7 +196,7 @@ def _run_rank(cfg: Config, args: argparse.Namespace) -> int:
     from .dist.group import init_distributed, shutdown
     from .run import run_federation
 
-    run_dir = _run_dir(cfg, args.out)
+    run_dir = _worker_run_dir(cfg, args.out)
     info = init_distributed(cfg.run)
     done = False
     try:
@@ -359,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, *_imported(_INPUT_ERRORS)) as e:
         print(f"fedcluster: error: {e}", file=sys.stderr)
         return 2
-    except (Terminated, *_imported(_RUN_ERRORS)) as e:
+    except (Terminated, RunDirError, *_imported(_RUN_ERRORS)) as e:
         print(f"fedcluster: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
