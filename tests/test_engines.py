@@ -58,7 +58,12 @@ def test_sequential_engine_matches_a_plain_torch_optim_loop():
             steps += 1
     expected = ctx.model.from_state_dict(ref.state_dict()) - start
     assert update.steps == steps > 0
-    torch.testing.assert_close(update.delta, expected, rtol=1e-5, atol=1e-6)
+    # Not an elementwise tolerance: the engine and torch.optim sum the same gradients in
+    # another order, and Adam divides by sqrt(v) + eps, so for a coordinate whose
+    # gradient is near zero a rounding difference changes the step by up to lr (one of
+    # 38,282 coordinates was off by 1.2e-6 on one machine). _assert_same_update bounds
+    # how many coordinates may differ and by how much in all.
+    _assert_same_update(update.delta, expected, adam=True)
     assert update.train_loss == pytest.approx(sum(losses) / steps, rel=1e-5)
 
 
