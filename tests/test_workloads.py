@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from fedcluster.data import ArrayDataset, dirichlet, eval_split
-from fedcluster.models import MODELS
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -55,7 +54,6 @@ def test_eval_split_hands_out_every_test_sample_once():
     assert len(union) == len(set(union.tolist())) == len(test)
 
 
-@pytest.mark.skipif("mnist-cnn" not in MODELS, reason="mnist-cnn is added by the models issue")
 @pytest.mark.parametrize("name", sorted(WORKLOADS))
 def test_workload_configs_load_through_the_public_loader(name):
     import workloads
