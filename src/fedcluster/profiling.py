@@ -11,7 +11,7 @@ section that launched them (this costs a little speed: profile only when asking)
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -22,10 +22,15 @@ SECTIONS = ("train", "eval", "aggregate", "cluster", "io")
 
 
 class Profiler:
-    """Sums the time of named sections until :meth:`pop`; a disabled one records nothing."""
+    """Sums the time of named sections until :meth:`pop`; a disabled one records nothing.
 
-    def __init__(self, enabled: bool = False, device: torch.device | None = None) -> None:
+    ``clock`` (seconds, default ``time.perf_counter``) is there for tests to drive.
+    """
+
+    def __init__(self, enabled: bool = False, device: torch.device | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.enabled = enabled
+        self.clock = clock
         self.cuda = device is not None and device.type == "cuda"
         self.totals: dict[str, float] = {}
         self._children: list[float] = []  # time of nested sections, per open section
@@ -42,13 +47,13 @@ class Profiler:
             yield
             return
         self._sync()
-        t0 = time.perf_counter()
+        t0 = self.clock()
         self._children.append(0.0)
         try:
             yield
         finally:
             self._sync()
-            elapsed = time.perf_counter() - t0
+            elapsed = self.clock() - t0
             inner = self._children.pop()
             self.totals[name] = self.totals.get(name, 0.0) + elapsed - inner
             if self._children:
