@@ -21,11 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# As a `fedcluster run` process does: torch (which wdata needs too) and the package
-# imported with the garbage collector paused, and what they made frozen.
+# Run as a script, the process is the benchmark's own: like a `fedcluster run` process,
+# it imports torch (which wdata needs too) and the package with the garbage collector
+# paused, and freezes what they made. Imported (tests), it leaves the collector alone.
 from fedcluster.cli import import_with_gc_paused  # noqa: E402, I001
 
-import_with_gc_paused()
+if __name__ == "__main__":
+    import_with_gc_paused()
 from wdata import WORKLOADS, peak_mb, print_result, process_seconds, synthetic_mnist  # noqa: E402
 
 from fedcluster.callbacks import Callback  # noqa: E402

@@ -103,16 +103,20 @@ print(json.dumps([DATASETS.names(), MODELS.names()]))
     assert sorted(BUILTIN_MODELS) == models
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("data.dataset=mnits", "data.dataset: unknown dataset 'mnits' (did you mean 'mnist'?); "
-                           "known: cifar, cifar10, digits, dog-and-cat, image-folder, mnist, "
-                           "tensors"),
-    ("model.name=resnet19", "model.name: unknown model 'resnet19' (did you mean 'resnet18'?)"),
+@pytest.mark.parametrize(("override", "name", "hint"), [
+    ("data.dataset=mnits", "data.dataset", "(did you mean 'mnist'?)"),
+    ("model.name=resnet19", "model.name", "(did you mean 'resnet18'?)"),
 ])
-def test_names_that_are_not_built_in_are_still_rejected(override, message):
+def test_names_that_are_not_built_in_get_the_registry_message(override, name, hint):
+    from fedcluster.data import DATASETS
+    from fedcluster.models import MODELS
+
+    registry = DATASETS if name == "data.dataset" else MODELS
+    value = override.partition("=")[2]
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])
-    assert str(err.value).startswith(message)
+    assert str(err.value) == f"{name}: {registry.unknown_message(value)}"
+    assert hint in str(err.value)
 
 
 @pytest.mark.parametrize("argv", [
