@@ -102,7 +102,7 @@ def _run_overrides(args: argparse.Namespace, overrides: list[str]) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     from .callbacks import default_callbacks
     from .dist.group import launched
-    from .run import run_federation
+    from .loop import run_federation
 
     path, overrides = _split_args(args.config)
     _setup_logging(args.verbose, args.quiet)
@@ -194,7 +194,7 @@ def _run_rank(cfg: Config, args: argparse.Namespace) -> int:
     """One rank of a torchrun launch: rank 0 writes and prints, the others only compute."""
     from .callbacks import default_callbacks
     from .dist.group import init_distributed, shutdown
-    from .run import run_federation
+    from .loop import run_federation
 
     run_dir = _worker_run_dir(cfg, args.out)
     info = init_distributed(cfg.run)

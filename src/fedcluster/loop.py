@@ -253,10 +253,11 @@ def drive(run: Run, state: RunState, callbacks: Sequence[Callback] = ()) -> RunS
 
 def _final_save(run: Run, state: RunState) -> None:
     """The checkpoint of the last finished round, after a failure or a stop; a failure
-    to write it (the disk may be what failed) is logged, not raised over the first."""
+    to write it (the disk may be what failed, or a signal came meanwhile) is logged, not
+    raised over the first."""
     try:
         _save(run, state, 1, True)
-    except Exception:
+    except BaseException:
         log.exception("could not write the checkpoint of round %d", state.round)
 
 

@@ -111,7 +111,16 @@ class SequentialEngine:
         order = range(len(items)) if cost is None else np.argsort(-np.asarray(cost),
                                                                   kind="stable")
         futures = {int(i): self._pool.submit(task, items[i]) for i in order}
-        return (futures[i].result() for i in range(len(items)))
+
+        def results() -> Iterator:
+            try:
+                for i in range(len(items)):
+                    yield futures[i].result()
+            finally:  # left early (an error, a stop): the items not started never start
+                for f in futures.values():
+                    f.cancel()
+
+        return results()
 
     def _train_one(self, r: _Replica, round_: int, client: int, start: torch.Tensor) -> Update:
         gen = torch_gen(self.seed, CLIENT, round_, client)
