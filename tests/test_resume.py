@@ -40,15 +40,14 @@ class Records(Callback):
 
 
 class StopAfter(Records):
-    """Stops the run as a SIGTERM would, once round ``n`` is reported."""
+    """Stops the run as a SIGTERM would, as round ``n + 1`` starts."""
 
     def __init__(self, n: int) -> None:
         super().__init__()
         self.n = n
 
-    def on_round_end(self, result):
-        super().on_round_end(result)
-        if result.round == self.n:
+    def on_round_start(self, round_, clients):
+        if round_ == self.n + 1:
             raise Stopped(15)
 
 

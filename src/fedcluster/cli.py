@@ -10,18 +10,22 @@ import atexit
 import gc
 import logging
 import os
-import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
 from .config import Config, ConfigError, load_config
-from .rundir import RunDir, RunDirError, held_by_launcher, new_run
+from .rundir import RunDir, RunDirError, held_by_launcher, new_run, resume_run
+from .signals import Stopped, stop_on_signals
+
+if TYPE_CHECKING:
+    from .fl.state import RunState
 
 __all__ = ["main"]
 
@@ -57,13 +61,15 @@ def _launch_run_dir(cfg: Config, args: argparse.Namespace) -> Iterator[Path | No
     a file system do not contend for one ``--out``): None here without ``--out``.
     """
     if (args.nnodes or 1) > 1:
-        yield Path(args.out) if args.out is not None else None
+        out = args.resume or args.out
+        yield Path(out) if out is not None else None
         return
-    with _run_dir(cfg, args.out) as held:
+    opened = resume_run(args.resume) if args.resume else _run_dir(cfg, args.out)
+    with opened as held:
         yield held.lend_to_workers()
 
 
-def _worker_run_dir(cfg: Config, out: str | None) -> Path:
+def _worker_run_dir(cfg: Config, out: str | None, resume: bool = False) -> Path:
     """A torchrun rank's run directory. Rank 0 writes into the one its launcher holds,
     or (under a torchrun started by hand, or over several machines) opens one itself
     and holds it until the process ends. The other ranks write nothing: theirs is unused.
@@ -72,7 +78,7 @@ def _worker_run_dir(cfg: Config, out: str | None) -> Path:
         return Path(out if out is not None else cfg.run.out)
     if out is not None and held_by_launcher(out):
         return Path(out)
-    held = _run_dir(cfg, out)
+    held = resume_run(out) if resume else _run_dir(cfg, out)
     atexit.register(held.release)
     return held.path
 
@@ -99,6 +105,23 @@ def _run_overrides(args: argparse.Namespace, overrides: list[str]) -> list[str]:
     return [*overrides, *extra]
 
 
+def _resumed(args: argparse.Namespace, path: str | None,
+             overrides: list[str]) -> tuple[Config, RunState]:
+    """The config and state a ``--resume`` continues from: the run directory's saved
+    config (with the overrides a resume may make) and its last checkpoint."""
+    from .checkpoint import load_checkpoint
+    from .resume import resume_config
+
+    if path is not None:
+        raise ConfigError(f"--resume {args.resume}: the run continues with the config saved "
+                          f"there; give overrides only (not {path!r})")
+    if args.out is not None:
+        raise ConfigError("--resume writes into the run's own directory; drop --out")
+    start = load_checkpoint(Path(args.resume))
+    cfg = resume_config(Path(args.resume), overrides, args.plugin, done=start.round)
+    return cfg, start
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .callbacks import default_callbacks
     from .dist.group import launched
@@ -106,14 +129,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     path, overrides = _split_args(args.config)
     _setup_logging(args.verbose, args.quiet)
-    cfg = load_config(path, _run_overrides(args, overrides), plugins=args.plugin)
+    overrides = _run_overrides(args, overrides)
+    start = None
+    if args.resume is not None:
+        cfg, start = _resumed(args, path, overrides)
+    else:
+        cfg = load_config(path, overrides, plugins=args.plugin)
     if _launch_requested(args):
-        return _launch(cfg, args, path, _run_overrides(args, overrides))
+        return _launch(cfg, args, path, overrides)
     if launched():
-        return _run_rank(cfg, args)
-    with _run_dir(cfg, args.out) as held:
+        return _run_rank(cfg, args, start)
+    opened = resume_run(args.resume) if start is not None else _run_dir(cfg, args.out)
+    with opened as held, stop_on_signals():
         callbacks = default_callbacks(cfg, held.path, quiet=args.quiet, progress=args.progress)
-        run_federation(cfg, callbacks, held.path)
+        run_federation(cfg, callbacks, held.path, start=start)
     return 0
 
 
@@ -170,8 +199,9 @@ def _launch(cfg: Config, args: argparse.Namespace, path: str | None,
         raise ConfigError('mode = "centralized" trains in one process; drop --nproc/--nnodes')
     nproc = args.nproc or 1
     with _launch_run_dir(cfg, args) as run_dir:
+        where = "--resume" if args.resume else "--out"
         worker = ["run", *([path] if path else []), *overrides,
-                  *(["--out", str(run_dir)] if run_dir is not None else [])]
+                  *([where, str(run_dir)] if run_dir is not None else [])]
         worker += [f"--plugin={p}" for p in args.plugin]
         worker += ["--quiet"] * args.quiet + ["--verbose"] * args.verbose
         worker += ["--progress", args.progress]
@@ -181,33 +211,28 @@ def _launch(cfg: Config, args: argparse.Namespace, path: str | None,
     return 0
 
 
-class Terminated(Exception):
-    """The launcher asked this worker to stop (it does so when another worker failed)."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated(f"stopped by signal {signum}: the launcher stops every worker when one "
-                     "fails or is interrupted")
-
-
-def _run_rank(cfg: Config, args: argparse.Namespace) -> int:
-    """One rank of a torchrun launch: rank 0 writes and prints, the others only compute."""
+def _run_rank(cfg: Config, args: argparse.Namespace, start: RunState | None) -> int:
+    """One rank of a torchrun launch: rank 0 writes and prints, the others only compute.
+    A SIGTERM (torchrun sends it to every worker when one fails or the launcher is
+    stopped) stops each rank at a consistent point; rank 0 then writes the checkpoint,
+    models and summary."""
     from .callbacks import default_callbacks
     from .dist.group import init_distributed, shutdown
     from .loop import run_federation
 
-    run_dir = _worker_run_dir(cfg, args.out)
+    run_dir = _worker_run_dir(cfg, args.resume or args.out, start is not None)
     info = init_distributed(cfg.run)
     done = False
     try:
         if not info.is_main:  # the other ranks report errors only
             log.setLevel(logging.ERROR)
-        signal.signal(signal.SIGTERM, _terminate)  # so rank 0 still writes summary and models
-        if info.is_main:
-            callbacks = default_callbacks(cfg, run_dir, quiet=args.quiet, progress=args.progress)
-            run_federation(cfg, callbacks, run_dir, info)
-        else:
-            run_federation(cfg, [], None, info)
+        with stop_on_signals():
+            if info.is_main:
+                callbacks = default_callbacks(cfg, run_dir, quiet=args.quiet,
+                                              progress=args.progress)
+                run_federation(cfg, callbacks, run_dir, info, start)
+            else:
+                run_federation(cfg, [], None, info, start)
         done = True
     finally:
         shutdown(sync=done)
@@ -283,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", nargs="*", metavar="[CONFIG] [section.key=value ...]",
                    help="a TOML/JSON config file and/or overrides")
     r.add_argument("--out", help="run directory (default: runs/<name>-<timestamp>)")
+    r.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a stopped or killed run from its last checkpoint, with the "
+                        "config saved there (overrides may extend rounds=)")
     r.add_argument("-q", "--quiet", action="store_true",
                    help="no console table, no progress, errors only")
     r.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -331,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
 # Errors that end a command with a message rather than a traceback, by module: each is
 # looked up only once its module is imported (a module not imported cannot have raised),
 # so that handling them never imports torch. Exit status 2: the input; 1: the run.
-_INPUT_ERRORS = ("fedcluster.data.files:DataError", "fedcluster.data.partition:PartitionError")
+_INPUT_ERRORS = ("fedcluster.data.files:DataError", "fedcluster.data.partition:PartitionError",
+                 "fedcluster.checkpoint:CheckpointError")
 _RUN_ERRORS = ("fedcluster.dist.collectives:DistributedError",
                "fedcluster.dist.launch:LaunchError")
 # Commands that need no torch: no start-up work ahead of them.
@@ -384,9 +413,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, *_imported(_INPUT_ERRORS)) as e:
         print(f"fedcluster: error: {e}", file=sys.stderr)
         return 2
-    except (Terminated, RunDirError, *_imported(_RUN_ERRORS)) as e:
+    except (RunDirError, *_imported(_RUN_ERRORS)) as e:
         print(f"fedcluster: error: {e}", file=sys.stderr)
         return 1
+    except Stopped as e:
+        if "RANK" not in os.environ:  # the launcher or a lone process speaks, not each rank
+            print(f"fedcluster: {e}; the checkpoint of the last finished round is kept "
+                  "(fedcluster run --resume RUN_DIR continues it)", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("fedcluster: interrupted", file=sys.stderr)
         return 130

@@ -223,12 +223,15 @@ def drive(run: Run, state: RunState, callbacks: Sequence[Callback] = ()) -> RunS
     cbs.run_start(ctx)
     try:
         for r in range(state.round + 1, cfg.rounds + 1):
-            state, result = run.rounds(state, r, cbs, prof)
-            stop_state, stop = early_stop(state.stop, result, cfg.stop)
-            state = dataclasses.replace(state, stop=stop_state)
-            results.append(result)
+            played, result = run.rounds(state, r, cbs, prof)
+            stop_state, stop = early_stop(played.stop, result, cfg.stop)
+            played = dataclasses.replace(played, stop=stop_state)
             with prof.section("io"):  # charged to the next round's record
                 stop = cbs.round_end(result) or stop
+                # the round counts once it is recorded: a failed metrics write leaves the
+                # state (and so the checkpoint a resume starts from) one round earlier
+                state = played
+                results.append(result)
                 stop = run.aggregator.any(stop)  # every process stops together
                 _save(run, state, every, stop or r == cfg.rounds)
             if stop:

@@ -67,7 +67,7 @@ class Progress(Callback):
                 TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("left"),
                 TimeRemainingColumn(), console=self.console, transient=True)
-            self.bars.add_task("rounds", total=self.total)
+            self.bars.add_task("rounds", total=self.total, completed=ctx.start_round)
             self.bars.add_task("clients", total=1)
             self.bars.start()
 

@@ -158,7 +158,7 @@ def _summary(summary: RunSummary) -> dict[str, Any]:
         reason = "error"
     return {
         "name": summary.context.config.name,
-        "rounds": len(summary.rounds),
+        "rounds": summary.round,
         "seconds": round(summary.seconds, 3),
         "stopped_early": summary.stopped_early,
         "reason": reason,
