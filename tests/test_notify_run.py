@@ -114,7 +114,8 @@ def test_crash_is_reported_with_the_error(tmp_path: Path) -> None:
     events = [p.body["event"] for p in server.posts]
     assert events == ["start", "error"]  # every = 0: start, end and errors only
     assert server.posts[1].body["error"].startswith("KeyboardInterrupt")
-    assert "FAILED after 2 round(s)" in server.posts[1].body["text"]
+    # round 2's end was interrupted: the run counts (and checkpoints) 1 finished round
+    assert "FAILED after 1 round(s)" in server.posts[1].body["text"]
 
 
 def test_cli_run_with_env_token_leaks_it_nowhere(tmp_path: Path) -> None:

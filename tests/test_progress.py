@@ -23,7 +23,7 @@ class Clock:
 
 
 def _ctx(rounds: int) -> SimpleNamespace:
-    return SimpleNamespace(config=SimpleNamespace(rounds=rounds))
+    return SimpleNamespace(config=SimpleNamespace(rounds=rounds), start_round=0)
 
 
 def _drive(progress: Progress, clock: Clock, rounds: int, clients: int, step: float) -> None:
