@@ -16,7 +16,7 @@ import pytest
 
 import fedcluster
 from fedcluster.config import ConfigError, load_config
-from fedcluster.names import BUILTIN_DATASETS, BUILTIN_MODELS
+from fedcluster.names import BUILTIN_DATASETS, BUILTIN_MODELS, BUILTIN_PARTITIONS, BUILTIN_SHIFTS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -94,13 +94,15 @@ def test_builtin_names_are_what_the_registries_hold():
     """Asked in a new interpreter: here, tests' plugins have added names of their own."""
     code = """
 import json
-from fedcluster.data import DATASETS
+from fedcluster.data import DATASETS, PARTITIONS, SHIFTS
 from fedcluster.models import MODELS
-print(json.dumps([DATASETS.names(), MODELS.names()]))
+print(json.dumps([DATASETS.names(), MODELS.names(), PARTITIONS.names(), SHIFTS.names()]))
 """
-    datasets, models = json.loads(_python(code))
+    datasets, models, partitions, shifts = json.loads(_python(code))
     assert sorted(BUILTIN_DATASETS) == datasets
     assert sorted(BUILTIN_MODELS) == models
+    assert sorted(BUILTIN_PARTITIONS) == partitions
+    assert sorted(BUILTIN_SHIFTS) == shifts
 
 
 @pytest.mark.parametrize(("override", "name", "hint"), [
@@ -117,6 +119,20 @@ def test_names_that_are_not_built_in_get_the_registry_message(override, name, hi
         load_config(None, [override])
     assert str(err.value) == f"{name}: {registry.unknown_message(value)}"
     assert hint in str(err.value)
+
+
+def test_partition_and_shift_names_are_checked_with_a_hint():
+    from fedcluster.data import SHIFTS
+
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.shift=rotat", "data.groups=2"])
+    assert str(err.value) == f"data.shift: {SHIFTS.unknown_message('rotat')}"
+    assert "(did you mean 'rotate'?)" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.partition=locl"])
+    msg = str(err.value)
+    assert msg.startswith("data.partition: unknown partition 'locl' (did you mean 'local'?)")
+    assert msg.endswith("known: dirichlet, iid, local, shards")
 
 
 @pytest.mark.parametrize("argv", [

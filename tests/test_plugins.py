@@ -100,3 +100,44 @@ def test_cli_run_uses_plugin_model_and_dataset(tmp_path, capsys):
     assert main(["models", "--plugin", str(path)]) == 0
     listing = capsys.readouterr().out
     assert "linear-cli" in listing and "A linear classifier" in listing
+
+
+def test_example_plugin_partition_and_shift_end_to_end(tmp_path, capsys):
+    """examples/plugins/groups_plugin.py: its partition and shift drive a real run."""
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from fedcluster.data import build_federation, load_dataset
+
+    path = Path(__file__).parents[1] / "examples" / "plugins" / "groups_plugin.py"
+    out = tmp_path / "run"
+    args = ["data.partition=label-blocks", "data.shift=flip-rotate", "data.groups=4",
+            "data.num_clients=8", "data.min_size=1", "cluster.k=4", "rounds=2",
+            "run.threads=1", "model.name=mlp", "model.hidden=[16]", "plots.enabled=false"]
+    assert main(["run", *args, "--plugin", str(path), "--out", str(out), "-q"]) == 0, \
+        capsys.readouterr().err
+    saved = (out / "config.toml").read_text()
+    assert 'partition = "label-blocks"' in saved and 'shift = "flip-rotate"' in saved
+    assert json.loads((out / "partition.json").read_text())["groups"] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    # the federation is what the plugin's functions say: group g's images are the
+    # originals under the g-th symmetry, and each client holds one block of sorted labels
+    cfg = load_config(None, args, plugins=[str(path)]).data
+    base = load_dataset(cfg)
+    fed = build_federation(base, cfg, seed=0)
+    n = len(base.train_y)
+    for c in range(8):
+        g = int(fed.groups[c])
+        idx = fed.train_idx[c]
+        orig = torch.from_numpy(idx - g * n)
+        want = torch.rot90(base.train_x[orig], g % 4, dims=(-2, -1))
+        assert torch.equal(fed.dataset.train_x[torch.from_numpy(idx)], want)
+        labels = base.train_y[orig].numpy()
+        sorted_labels = np.sort(base.train_y.numpy())
+        block = np.array_split(np.arange(n), 2)[c % 2]  # 2 clients per group
+        assert sorted(labels.tolist()) == sorted_labels[block].tolist()
+    with pytest.raises(ConfigError, match=r"data.shift: unknown shift 'flip-rotat' "
+                                          r"\(did you mean 'flip-rotate'\?\)"):
+        load_config(None, ["data.shift=flip-rotat", "data.groups=2"], plugins=[str(path)])

@@ -30,19 +30,34 @@ def test_other_angles_keep_the_size_and_move_pixels():
     assert out[:, :, 4, 7].max() < 255  # the bar has moved away from where it was
 
 
-def test_label_permutation_is_seeded_identity_for_group_zero():
-    assert label_permutation(10, 0, 3).tolist() == list(range(10))
-    p1 = label_permutation(10, 1, 3)
-    assert sorted(p1.tolist()) == list(range(10)) and p1.tolist() != list(range(10))
-    assert label_permutation(10, 1, 3).tolist() == p1.tolist()
-    assert label_permutation(10, 2, 3).tolist() != p1.tolist()
+@pytest.mark.parametrize("classes", [2, 3, 10, 62])
+def test_label_permutations_are_derangements_over_many_seeds(classes):
+    """No group's permutation has a fixed point, for group counts below, at and above the
+    number of classes; below it, two groups also never agree on a label."""
+    ident = np.arange(classes)
+    for groups in sorted({2, 3, 4, classes - 1, classes, classes + 3} - {0, 1}):
+        for seed in range(25):
+            perms = np.stack([label_permutation(classes, g, seed, groups)
+                              for g in range(groups)])
+            assert (np.sort(perms, axis=1) == ident).all()  # permutations
+            assert not (perms == ident).any(), (groups, seed)  # no fixed point
+            if groups < classes:
+                for g in range(groups):
+                    for h in range(g):
+                        assert not (perms[g] == perms[h]).any(), (groups, seed, g, h)
+            again = [label_permutation(classes, g, seed, groups) for g in range(groups)]
+            assert (np.stack(again) == perms).all()  # keyed by the seed
+    seen = {tuple(label_permutation(classes, 1, seed, 2)) for seed in range(25)}
+    assert len(seen) == 1 if classes == 2 else len(seen) >= 2  # the seed matters
+    with pytest.raises(ValueError):
+        label_permutation(1, 0, 0, 2)
 
 
 def test_shift_group_applies_the_permutation_to_labels_only():
     x, y = torch.zeros(4, 1, 2, 2), torch.tensor([0, 1, 2, 3])
     x2, y2 = shift_group(x, y, "permute-labels", 2, 3, 4, seed=5)
     assert x2 is x
-    assert y2.tolist() == label_permutation(4, 2, 5)[[0, 1, 2, 3]].tolist()
+    assert y2.tolist() == label_permutation(4, 2, 5, 3)[[0, 1, 2, 3]].tolist()
 
 
 def test_client_groups_are_even_contiguous_blocks():
@@ -85,11 +100,29 @@ def test_permuted_federation_permutes_train_and_eval_alike():
     n_train, n_test = len(base.train_y), len(base.test_y)
     for c in (0, 7):
         g = int(fed.groups[c])
-        perm = torch.from_numpy(label_permutation(10, g, 0))
+        perm = torch.from_numpy(label_permutation(10, g, 0, 2))
         tr, ev = torch.from_numpy(fed.train_idx[c]), torch.from_numpy(fed.eval_idx[c])
         assert torch.equal(fed.dataset.train_y[tr], perm[base.train_y[tr - g * n_train]])
         assert torch.equal(fed.dataset.test_y[ev], perm[base.test_y[ev - g * n_test]])
         assert torch.equal(fed.dataset.train_x[tr], base.train_x[tr - g * n_train])
+
+
+def test_permuted_disjoint_federation_keeps_its_known_groups():
+    base, fed = _fed(shift="permute-labels", groups=4, replicate=False)
+    assert fed.groups.tolist() == client_groups(8, 4).tolist()
+    def pairs(xs, ys):
+        return [(bytes(x.numpy().tobytes()), int(y)) for x, y in zip(xs, ys, strict=True)]
+
+    original = set(pairs(base.train_x, base.train_y))
+    for c in range(8):
+        g = int(fed.groups[c])
+        inverse = np.argsort(label_permutation(10, g, 0, 4))
+        idx = torch.from_numpy(fed.train_idx[c])
+        ys = fed.dataset.train_y[idx].numpy()
+        xs = fed.dataset.train_x[idx]
+        # each (image, label) is an original sample with its label sent through group g's map
+        assert set(pairs(xs, torch.from_numpy(inverse[ys]))) <= original
+        assert set(pairs(xs, ys)) - original  # and the labels did change
 
 
 def test_disjoint_pools_without_replication():

@@ -16,7 +16,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import tomli_w
 
 from .. import secrets
-from ..names import BUILTIN_DATASETS, BUILTIN_MODELS
+from ..names import BUILTIN_DATASETS, BUILTIN_MODELS, BUILTIN_PARTITIONS, BUILTIN_SHIFTS, LOCAL
 from ..registry import Registry, did_you_mean
 from .base import ConfigError
 from .root import Config
@@ -174,29 +174,50 @@ def _models() -> Registry[Any]:
     return MODELS
 
 
+def _partitions() -> Registry[Any]:
+    from ..data import PARTITIONS  # imports torch
+
+    return PARTITIONS
+
+
+def _shifts() -> Registry[Any]:
+    from ..data import SHIFTS  # imports torch
+
+    return SHIFTS
+
+
 def _check_registered(key: str, name: str, builtin: frozenset[str],
-                      registry: Callable[[], Registry[Any]]) -> None:
+                      registry: Callable[[], Registry[Any]], also: tuple[str, ...] = ()) -> None:
     """``name`` is built in, or in the registry (where plugins add theirs).
 
     The registry, and torch with it, is imported only for a name that is not built in,
     so that checking a plain config stays quick and the error message (did-you-mean,
     known names) is the registry's own.
     """
-    if name in builtin:
+    if name in builtin or name in also:
         return
     known = registry()
-    if name not in known:
-        raise ConfigError(f"{key}: {known.unknown_message(name)}")
+    if name in known:
+        return
+    if also:  # names valid beside the registry's own (data.partition = "local")
+        names = sorted([*known.names(), *also])
+        raise ConfigError(f"{key}: unknown {known.kind} {name!r}{did_you_mean(name, names)}; "
+                          f"known: {', '.join(names)}")
+    raise ConfigError(f"{key}: {known.unknown_message(name)}")
 
 
 def _check_names(cfg: Config) -> None:
-    """Plugins load, and names that refer to registries (datasets, models) exist."""
+    """Plugins load, and names that refer to registries (datasets, models, partitions,
+    shifts) exist."""
     from ..plugins import load_plugin
 
     for ref in cfg.plugins:
         load_plugin(ref)
     _check_registered("data.dataset", cfg.data.dataset, BUILTIN_DATASETS, _datasets)
     _check_registered("model.name", cfg.model.name, BUILTIN_MODELS, _models)
+    _check_registered("data.partition", cfg.data.partition, BUILTIN_PARTITIONS, _partitions,
+                      also=(LOCAL,))
+    _check_registered("data.shift", cfg.data.shift, BUILTIN_SHIFTS, _shifts)
     if isinstance(cfg.model.pretrained, str) and not Path(cfg.model.pretrained).is_file():
         raise ConfigError(f"model.pretrained = {cfg.model.pretrained!r}: file not found")
 

@@ -17,7 +17,7 @@ class DataConfig(_Section):
     dataset: str = "digits"
     root: str = "data"
     num_clients: int = 20
-    partition: Literal["iid", "dirichlet", "shards", "local"] = "dirichlet"
+    partition: str = "dirichlet"  # a name in fedcluster.data.PARTITIONS, or "local"
     alpha: float = 0.5
     shards_per_client: int = 2
     min_size: int = 10
@@ -27,7 +27,7 @@ class DataConfig(_Section):
     folder: str = ""
     image_size: int = 224
     workers: int = 2
-    shift: Literal["none", "rotate", "permute-labels"] = "none"
+    shift: str = "none"  # a name in fedcluster.data.SHIFTS
     groups: int = 1
     replicate: bool = True
     normalize: bool = True  # false: inputs scaled to [0, 1] only

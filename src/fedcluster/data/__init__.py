@@ -5,6 +5,7 @@ from .federation import Federation, build_federation, grouped_federation
 from .files import DataError, expected_files
 from .folders import dog_and_cat, image_folder
 from .partition import PARTITIONS, dirichlet, eval_split, iid, shards
+from .shift import SHIFTS, GroupInfo
 from .sources import DATASETS, ArrayDataset, load_dataset
 from .tensor_files import tensor_files
 from .torchvision_sources import cifar10, mnist
@@ -19,10 +20,12 @@ DATASETS.register("tensors")(tensor_files)
 __all__ = [
     "DATASETS",
     "PARTITIONS",
+    "SHIFTS",
     "ArrayDataset",
     "Augmentation",
     "DataError",
     "Federation",
+    "GroupInfo",
     "build_augment",
     "build_federation",
     "dirichlet",

@@ -10,7 +10,7 @@ import torch
 
 from ..config import DataConfig
 from ..rng import PARTITION, numpy_rng
-from .partition import PartitionError, dirichlet, eval_split, iid, shards
+from .partition import PARTITIONS, PartitionError, eval_split, iid
 from .shift import client_groups, shift_group
 from .sources import ArrayDataset
 
@@ -50,16 +50,27 @@ class Federation:
 
 def _split(labels: np.ndarray, n: int, cfg: DataConfig,
            rng: np.random.Generator) -> list[np.ndarray]:
-    if cfg.partition == "iid":
-        parts = iid(labels, n, rng)
-    elif cfg.partition == "dirichlet":
-        parts = dirichlet(labels, n, cfg.alpha, rng, min_size=cfg.min_size)
-    else:
-        parts = shards(labels, n, cfg.shards_per_client, rng)
+    """``cfg.partition`` (a name in :data:`PARTITIONS`) over ``n`` clients, checked: one
+    index array per client, indices of ``labels``, no sample given twice, ``min_size``."""
+    if cfg.partition not in PARTITIONS:
+        raise PartitionError(f"data.partition: {PARTITIONS.unknown_message(cfg.partition)}")
+    parts = [np.asarray(p) for p in PARTITIONS.get(cfg.partition)(labels, n, cfg, rng)]
+    where = f"data.partition = {cfg.partition!r}"
+    if len(parts) != n:
+        raise PartitionError(f"{where} returned {len(parts)} index arrays for {n} clients")
+    for c, p in enumerate(parts):
+        if p.ndim != 1 or (p.size and not np.issubdtype(p.dtype, np.integer)):
+            raise PartitionError(f"{where}: client {c}'s indices are not a 1-D integer array "
+                                 f"(got dtype {p.dtype}, shape {p.shape})")
+        if p.size and (p.min() < 0 or p.max() >= len(labels)):
+            raise PartitionError(f"{where}: client {c} has indices outside [0, {len(labels)})")
+    every = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    if len(np.unique(every)) != len(every):
+        raise PartitionError(f"{where} gave some samples to more than one client")
     smallest = min(len(p) for p in parts)
     if smallest < cfg.min_size:
         raise PartitionError(
-            f"data.partition = {cfg.partition!r} gave a client {smallest} samples, fewer than "
+            f"{where} gave a client {smallest} samples, fewer than "
             f"data.min_size = {cfg.min_size}; use fewer clients or lower data.min_size"
         )
     return [p.astype(np.int64) for p in parts]

@@ -2,15 +2,25 @@
 
 Every partition is disjoint and (for iid and dirichlet) covers all samples. The
 minimum client size is enforced by redrawing, at most ``max_retries`` times.
+
+:data:`PARTITIONS` holds them by name (``data.partition``), each as a function
+``(labels, num_clients, cfg: DataConfig, rng) -> list[index array]`` that reads its own
+settings from ``cfg``; a plugin registers its own with ``@PARTITIONS.register("name")``.
+(``"local"``, each site's own data, is no split of one dataset and is handled by the
+federation itself.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..registry import Registry
+
+if TYPE_CHECKING:
+    from ..config import DataConfig
 
 __all__ = ["PARTITIONS", "PartitionError", "dirichlet", "eval_split", "iid", "shards"]
 
@@ -93,7 +103,22 @@ def eval_split(train_labels: np.ndarray, train_parts: list[np.ndarray], test_lab
     return [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]
 
 
-PARTITIONS: Registry[Callable[..., list[np.ndarray]]] = Registry("partition")
-PARTITIONS.register("iid")(iid)
-PARTITIONS.register("dirichlet")(dirichlet)
-PARTITIONS.register("shards")(shards)
+Partition = Callable[[np.ndarray, int, "DataConfig", np.random.Generator], list[np.ndarray]]
+PARTITIONS: Registry[Partition] = Registry("partition")
+
+
+@PARTITIONS.register("iid")
+def _iid(labels: np.ndarray, n: int, cfg: DataConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    return iid(labels, n, rng)
+
+
+@PARTITIONS.register("dirichlet")
+def _dirichlet(labels: np.ndarray, n: int, cfg: DataConfig,
+               rng: np.random.Generator) -> list[np.ndarray]:
+    return dirichlet(labels, n, cfg.alpha, rng, min_size=cfg.min_size)
+
+
+@PARTITIONS.register("shards")
+def _shards(labels: np.ndarray, n: int, cfg: DataConfig,
+            rng: np.random.Generator) -> list[np.ndarray]:
+    return shards(labels, n, cfg.shards_per_client, rng)

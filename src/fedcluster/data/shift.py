@@ -2,24 +2,49 @@
 
 As in IFCA's rotated MNIST (Ghosh et al., "An Efficient Framework for Clustered
 Federated Learning", NeurIPS 2020): group ``g`` of ``G`` sees every image rotated
-by ``g * 360 / G`` degrees (``rotate``), or every label passed through a fixed
-seeded permutation (``permute-labels``; group 0 keeps the identity). The functions
-here are pure: images and labels in, shifted copies out.
+by ``g * 360 / G`` degrees (``rotate``), or every label passed through its own
+seeded derangement (``permute-labels``: no label keeps its own value, in any group).
+
+A shift is a function ``(x, y, group: GroupInfo) -> (x, y)``: one group's images and
+labels in, the shifted copies out (the same number of samples, labels in
+``[0, group.num_classes)``). :data:`SHIFTS` holds them by name (``data.shift``);
+a plugin registers its own with ``@SHIFTS.register("name")``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
+from ..registry import Registry
 from ..rng import SHIFT, numpy_rng
 
 __all__ = [
+    "SHIFTS",
+    "GroupInfo",
     "client_groups",
     "label_permutation",
     "rotate_images",
     "shift_group",
 ]
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """Which group a shift is applied for: ``group`` of ``groups``, the dataset's
+    ``num_classes`` and the run's ``seed`` (key any randomness by it)."""
+
+    group: int
+    groups: int
+    num_classes: int
+    seed: int
+
+
+Shift = Callable[[torch.Tensor, torch.Tensor, GroupInfo], tuple[torch.Tensor, torch.Tensor]]
+SHIFTS: Registry[Shift] = Registry("shift")
 
 
 def rotate_images(x: torch.Tensor, degrees: float) -> torch.Tensor:
@@ -38,25 +63,69 @@ def rotate_images(x: torch.Tensor, degrees: float) -> torch.Tensor:
     return rotate(x, float(degrees), interpolation=InterpolationMode.BILINEAR)
 
 
-def label_permutation(num_classes: int, group: int, seed: int) -> np.ndarray:
-    """The label map of ``group``: the identity for group 0, else a permutation keyed by
-    ``(seed, group)``."""
-    if group == 0:
-        return np.arange(num_classes)
-    return numpy_rng(seed, SHIFT, group).permutation(num_classes)
+def label_permutation(num_classes: int, group: int, seed: int, groups: int = 2) -> np.ndarray:
+    """The label map of ``group`` of ``groups``: a derangement (``perm[y] != y`` for all y).
+
+    With ``groups < num_classes`` the groups also disagree on every label
+    (``perm_g[y] != perm_h[y]`` for ``g != h``): group ``g`` maps ``y`` to
+    ``order[(rank(y) + offset_g) % num_classes]``, a seeded ordering ``order`` of the
+    labels shifted by a nonzero offset, distinct per group, drawn from ``seed``. With more
+    groups than that allows, each group draws a uniform derangement keyed by
+    ``(seed, group)``.
+    """
+    if num_classes < 2:
+        raise ValueError(f"label permutations need at least 2 classes, got {num_classes}")
+    if not 0 <= group < groups:
+        raise ValueError(f"group {group} is not one of {groups} groups")
+    if groups < num_classes:
+        rng = numpy_rng(seed, SHIFT)
+        order = rng.permutation(num_classes)
+        offset = 1 + rng.permutation(num_classes - 1)[group]
+        rank = np.empty(num_classes, dtype=np.int64)
+        rank[order] = np.arange(num_classes)
+        return order[(rank + offset) % num_classes]
+    rng = numpy_rng(seed, SHIFT, group)
+    while True:  # a uniform permutation is a derangement with probability ~1/e
+        perm = rng.permutation(num_classes)
+        if not (perm == np.arange(num_classes)).any():
+            return perm
+
+
+@SHIFTS.register("none")
+def no_shift(x: torch.Tensor, y: torch.Tensor, g: GroupInfo) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every group sees the data as it is."""
+    return x, y
+
+
+@SHIFTS.register("rotate")
+def rotate_shift(x: torch.Tensor, y: torch.Tensor,
+                 g: GroupInfo) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group ``g`` sees its images rotated by ``g * 360 / groups`` degrees."""
+    return rotate_images(x, g.group * 360.0 / g.groups), y
+
+
+@SHIFTS.register("permute-labels")
+def permute_labels(x: torch.Tensor, y: torch.Tensor,
+                   g: GroupInfo) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group ``g`` sees its labels through its derangement (:func:`label_permutation`)."""
+    perm = label_permutation(g.num_classes, g.group, g.seed, g.groups)
+    return x, torch.from_numpy(perm).to(y)[y]
 
 
 def shift_group(x: torch.Tensor, y: torch.Tensor, kind: str, group: int, groups: int,
                 num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and labels as group ``group`` of ``groups`` sees them under shift ``kind``."""
-    if kind == "none":
-        return x, y
-    if kind == "rotate":
-        return rotate_images(x, group * 360.0 / groups), y
-    if kind == "permute-labels":
-        perm = torch.from_numpy(label_permutation(num_classes, group, seed)).to(y)
-        return x, perm[y]
-    raise ValueError(f"unknown shift {kind!r}; known: none, rotate, permute-labels")
+    """Images and labels as group ``group`` of ``groups`` sees them under shift ``kind``
+    (a name in :data:`SHIFTS`); the result is checked to keep the samples and label range."""
+    if kind not in SHIFTS:
+        raise ValueError(SHIFTS.unknown_message(kind))
+    x2, y2 = SHIFTS.get(kind)(x, y, GroupInfo(group, groups, num_classes, seed))
+    if len(x2) != len(x) or len(y2) != len(y):
+        raise ValueError(f"shift {kind!r} changed the number of samples of group {group} "
+                         f"({len(x)} images, {len(y)} labels -> {len(x2)}, {len(y2)})")
+    if len(y2) and (int(y2.min()) < 0 or int(y2.max()) >= num_classes):
+        raise ValueError(f"shift {kind!r} gave group {group} labels outside "
+                         f"[0, {num_classes})")
+    return x2, y2
 
 
 def client_groups(num_clients: int, groups: int) -> np.ndarray:
