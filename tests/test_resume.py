@@ -28,6 +28,9 @@ CASES = {
     "auto-k": ["cluster.k=auto", "cluster.k_max=3"],
     "early-stop-state": ["stop.loss_delta=100", "stop.patience=3"],
     "centralized": ["mode=centralized"],
+    "fedadam": ["server.optimizer=fedadam", "server.lr=0.03"],
+    "fedyogi-cfl": ["cluster.method=cfl", "cluster.cfl_eps1=5", "cluster.cfl_eps2=0.01",
+                    "server.optimizer=fedyogi", "server.lr=0.03"],
 }
 
 

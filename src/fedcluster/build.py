@@ -30,6 +30,7 @@ from .fl.aggregate import Aggregator, LocalAggregator
 from .fl.clustering import ModelInit, PointSpace, build_method
 from .fl.flat import FlatModel
 from .fl.server import Server
+from .fl.server_opt import ServerOpt
 from .fl.state import RunState
 from .models import ModelSpec, build_model
 from .profiling import Profiler
@@ -193,8 +194,10 @@ def build(cfg: Config, run_dir: Path | None = None, dist: DistInfo | None = None
         aggregator = RankAggregator(engine.comm)
     c = cfg.cluster
     space = PointSpace(c.features, c.reduce, c.metric, c.sketch_dim, key_seed(cfg.seed, SKETCH))
-    server = Server(build_method(c), cfg.server.lr, space, aggregator, cfg.seed, c.k_max,
-                    c.n_init)
+    s = cfg.server
+    optimizer = ServerOpt(s.optimizer, s.momentum, s.beta1, s.beta2, s.tau, ctx.model.num_params)
+    server = Server(build_method(c), s.lr, space, aggregator, cfg.seed, c.k_max, c.n_init,
+                    optimizer)
     rounds = FederatedRounds(cfg, ctx.federation, engine, server, model_init(cfg, ctx))
     writes = run_dir is not None and (dist is None or dist.is_main)
     return Run(ctx, rounds, aggregator, writes)

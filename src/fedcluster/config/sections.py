@@ -82,6 +82,12 @@ class ServerConfig(_Section):
     _section: ClassVar[str] = "server"
     clients_per_round: int | float = 1.0
     lr: float = 1.0
+    # the rule that moves each cluster model (fl/server_opt.py; Reddi et al. 2021)
+    optimizer: Literal["fedavg", "fedavgm", "fedadagrad", "fedadam", "fedyogi"] = "fedavg"
+    momentum: float = 0.9  # fedavgm
+    beta1: float = 0.9  # fedadagrad, fedadam, fedyogi
+    beta2: float = 0.99  # fedadam, fedyogi
+    tau: float = 1e-3  # fedadagrad, fedadam, fedyogi: adaptivity
 
     def __post_init__(self) -> None:
         c = self.clients_per_round
@@ -90,6 +96,9 @@ class ServerConfig(_Section):
         else:
             self._check("clients_per_round", c >= 1, "a count >= 1 or a fraction in (0, 1]")
         self._check("lr", self.lr > 0, "a number > 0")
+        for name in ("momentum", "beta1", "beta2"):
+            self._check(name, 0 <= getattr(self, name) < 1, "a number in [0, 1)")
+        self._check("tau", self.tau > 0, "a number > 0")
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,12 @@ import torch
 
 from ..profiling import Profiler
 from ..rng import CLUSTER, key_seed
-from .aggregate import Aggregator, LocalAggregator, means_from_sums, server_step
+from .aggregate import Aggregator, LocalAggregator, means_from_sums
 from .client import Update
 from .clustering import ClusterMethod, FedAvg, PointSpace, RoundView
 from .clustering.diagnostics import round_diagnostics, within_sse
+from .server_opt import ServerOpt, opened
+from .server_opt import apply as optimize
 from .state import RunState, start_cluster
 
 __all__ = ["RoundUpdates", "Server", "StepInfo"]
@@ -106,6 +108,7 @@ class Server:
     seed: int = 0
     k_max: int = 8  # the elbow scan of the diagnostics
     n_init: int = 10
+    optimizer: ServerOpt = field(default_factory=ServerOpt)  # the rule that moves each model
 
     @property
     def clustering(self) -> bool:
@@ -159,21 +162,20 @@ class Server:
             if new != len(models):
                 raise RuntimeError(f"cluster {new} opened out of order (have {len(models)})")
             models = torch.cat([models, models[grouping.parents[new]][None]])
+        server_opt = opened(state.server_opt, [p for _, p in sorted(grouping.parents.items())])
         labels = self.aggregator.agree(grouping.labels)
         label_t = torch.from_numpy(labels).to(deltas.device)
         owned = updates.owned
         rows = None if owned.all() else torch.from_numpy(np.flatnonzero(owned)).to(deltas.device)
         sums, totals = self.aggregator.sums(local, weights, label_t, len(models), rows)
         means = means_from_sums(sums, totals, models.dtype)
-        new_models = models.clone()
-        for j in np.flatnonzero(totals.cpu().numpy() > 0):
-            new_models[j] = server_step(models[j], means[j], self.lr)
-        if grouping.broadcast:
-            new_models[1:] = new_models[0]
+        active = np.flatnonzero(totals.cpu().numpy() > 0).tolist()
+        new_models, server_opt = optimize(models, means, active, server_opt, self.optimizer,
+                                          self.lr, grouping.broadcast)
         assignment = state.assignment.copy()
         assignment[clients] = labels
         state = dataclasses.replace(
-            state, models=new_models, assignment=assignment,
+            state, models=new_models, assignment=assignment, server_opt=server_opt,
             method=state.method if grouping.state is None else grouping.state)
         empty = sorted(set(range(state.k)) - {int(c) for c in labels})
         if empty and self.clustering:
