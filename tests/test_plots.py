@@ -137,3 +137,173 @@ def test_draw_figures_for_120_clients(tmp_path: Path) -> None:
 def test_missing_run_dir_is_explained(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
         load_record(tmp_path)
+
+
+def _grouped_run(path: Path, n: int = 12, k: int = 3, groups: int = 4) -> tuple[Path, list]:
+    """A run record whose clients have true groups and a last-round assignment that
+    mixes them, plus ARI/NMI, changed and client accuracies."""
+    rng = np.random.default_rng(7)
+    truth = np.repeat(np.arange(groups), n // groups)
+    rounds = []
+    for r in range(1, 4):
+        assign = rng.integers(0, k, n)
+        assign[0] = -1 if r == 3 else assign[0]  # one client not assigned in the last round
+        rec = _round(r, n, k=k)
+        rec["clusters"] = [{"id": i, "members": np.flatnonzero(assign == i).tolist(),
+                            "size": int((assign == i).sum()), "accuracy": 0.5, "top5": 0.9,
+                            "loss": 1.0} for i in range(k)]
+        for c in rec["clients"]:
+            c["cluster"] = int(assign[c["id"]])
+            c["accuracy"] = 0.4 + 0.05 * c["id"] / n + 0.1 * r
+        rec.update(ari=0.2 * r, nmi=0.25 * r, changed=r - 1, client_accuracy_mean=0.5,
+                   client_accuracy_p10=0.42, client_accuracy_min=0.4)
+        rounds.append(rec)
+    run = _write_run(path, rounds, n)
+    part = json.loads((run / "partition.json").read_text())
+    part["groups"] = truth.tolist()
+    (run / "partition.json").write_text(json.dumps(part))
+    return run, [truth, assign]
+
+
+def _html_table(html: str, title: str) -> list[list[str]]:
+    import re
+
+    block = html.split(title, 1)[1].split("</table>", 1)[0]
+    return [re.findall(r"<t[dh]>(.*?)</t[dh]>", row) for row in block.split("<tr>")[1:]]
+
+
+def test_report_confusion_table_counts_truth_against_assignment(tmp_path: Path) -> None:
+    from collections import Counter
+
+    from fedcluster.plots import write_report
+
+    run, (truth, assign) = _grouped_run(tmp_path)
+    files = draw_figures(run, every=1)
+    assert "clusters-truth.png" in [f.name for f in files]
+    html = write_report(run, files).read_text()
+    rows = _html_table(html, "True group &times; cluster (round 3)")
+    clusters = sorted(set(assign.tolist()) - {-1})
+    assert rows[0] == ["true group", *(f"cluster {c}" for c in clusters), "not assigned",
+                       "clients"]
+    counts = Counter(zip(truth.tolist(), assign.tolist(), strict=True))
+    for g, row in enumerate(rows[1:]):
+        want = [counts[(g, c)] for c in [*clusters, -1]]
+        assert row == [f"group {g}", *map(str, want), str(int((truth == g).sum()))]
+    assert "ARI 0.600, NMI 0.750" in html
+    rounds = _html_table(html, "<h2>Rounds</h2>")
+    assert rounds[0][:10] == ["round", "accuracy", "top-5", "loss", "client acc. mean", "p10",
+                              "min", "ARI", "NMI", "changed cluster"]
+    assert rounds[3][7:10] == ["0.6000", "0.7500", "2"]
+
+
+def test_no_truth_figure_or_table_without_known_groups(tmp_path: Path) -> None:
+    from fedcluster.plots import write_report
+
+    run = _write_run(tmp_path, [_round(r, 6) for r in (1, 2)], 6)
+    files = [f.name for f in draw_figures(run, every=0)]
+    assert "clusters-truth.png" not in files and "clusters-changed.png" not in files
+    html = write_report(run, None).read_text()
+    assert "<h2>True group" not in html and "<th>ARI</th>" not in html
+
+
+def test_scatter_colours_clusters_and_shapes_true_groups(tmp_path: Path) -> None:
+    from matplotlib.collections import PathCollection
+
+    from fedcluster.plots.style import colors
+
+    run, (truth, _) = _grouped_run(tmp_path)
+    rec = load_record(run)
+    round_ = rec.rounds[1]
+    fig = cluster_round(round_, rec.k, groups=rec.groups)
+    ax = fig.axes[0]
+    by_xy = {tuple(c["xy"]): (c["cluster"], int(truth[c["id"]])) for c in round_["clients"]}
+    palette = colors(rec.k)
+    shape_of: dict[int, bytes] = {}
+    seen = 0
+    for coll in (c for c in ax.collections if isinstance(c, PathCollection)):
+        pairs = {by_xy[tuple(p)] for p in coll.get_offsets().tolist()}
+        assert len(pairs) == 1  # one cluster and one true group per marker set
+        cluster, group = pairs.pop()
+        np.testing.assert_allclose(coll.get_facecolor()[0], palette[cluster])
+        shape = coll.get_paths()[0].vertices.round(6).tobytes()
+        assert shape_of.setdefault(group, shape) == shape  # a group keeps its shape
+        seen += len(coll.get_offsets())
+    assert seen == len(round_["clients"])
+    assert len(set(shape_of.values())) == len(shape_of) == len(set(truth.tolist()))
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(t.startswith("true group 3") for t in labels)
+
+
+def test_a_failing_figure_is_a_note_and_the_others_remain(tmp_path: Path, monkeypatch,
+                                                          caplog) -> None:
+    import fedcluster.plots as plots
+
+    def broken(record):  # noqa: ANN001, ANN202
+        raise IndexError("drawing went wrong")
+
+    run = _write_run(tmp_path, [_round(r, 6) for r in (1, 2)], 6)
+    (run / "figures").mkdir()
+    (run / "figures" / "clusters-membership.png").write_bytes(b"stale")
+    monkeypatch.setattr(plots, "membership", broken)
+    with caplog.at_level("WARNING"):
+        files = draw_figures(run, every=0)
+    names = sorted(f.name for f in files)
+    assert "clusters-membership.png" not in names
+    assert not (run / "figures" / "clusters-membership.png").exists()  # not the stale one
+    assert {"clusters-metrics.png", "clients-loss.png", "clusters-round-2.png"} <= set(names)
+    assert "clusters-membership.png" in caplog.text and "drawing went wrong" in caplog.text
+    html = plots.write_report(run, files).read_text()
+    assert ("Figure clusters-membership.png could not be drawn: IndexError: drawing went wrong"
+            in html)
+    assert html.count("data:image/png;base64,") == len(files)
+    monkeypatch.undo()
+    draw_figures(run, every=0)  # drawn again: the note goes
+    assert "could not be drawn" not in plots.write_report(run, None).read_text()
+
+
+def test_a_failing_report_part_is_a_note(tmp_path: Path, monkeypatch) -> None:
+    from fedcluster.plots import report
+
+    run = _write_run(tmp_path, [_round(r, 6) for r in (1, 2)], 6)
+    monkeypatch.setattr(report, "_rounds_table", lambda record: 1 / 0)
+    html = report.write_report(run, []).read_text()
+    assert "The rounds table could not be written: ZeroDivisionError" in html
+    assert "<h2>Final results (round 2)</h2>" in html
+
+
+def test_two_clients_give_one_dimensional_projections(tmp_path: Path) -> None:
+    r = _round(3, 6, k=2, sampled=[1, 4])
+    for c, x in zip(r["clients"], (-1.8, 1.8), strict=True):
+        c["xy"] = [x]  # PCA of two points has one component
+    fig = cluster_round(r, k=2)
+    offsets = np.vstack([c.get_offsets() for c in fig.axes[0].collections])
+    np.testing.assert_allclose(sorted(offsets.tolist()), [[-1.8, 0.0], [1.8, 0.0]])
+
+
+def test_pooled_loss_is_not_a_client(tmp_path: Path) -> None:
+    rounds = [_round(r, 10, sampled=[]) for r in (1, 2)]
+    for r, loss in zip(rounds, (0.7, 0.1), strict=True):
+        r["clients"] = [{"id": -1, "cluster": 0, "train_loss": loss, "num_examples": 100,
+                         "steps": 4, "accuracy": None}]
+    rec = load_record(_write_run(tmp_path, rounds, 10))
+    assert np.isnan(rec.client_losses()).all()  # client 9 trained nothing
+    np.testing.assert_allclose(rec.pooled_loss(), [0.7, 0.1])
+    ax = client_loss(rec).axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["pooled data (centralised)"]
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), [0.7, 0.1])
+
+
+def test_client_accuracy_and_changes_figures(tmp_path: Path) -> None:
+    from fedcluster.plots.fairness import client_accuracy, cluster_changes
+
+    run, _ = _grouped_run(tmp_path)
+    rec = load_record(run)
+    ax = client_accuracy(rec).axes[0]
+    dots = ax.collections[0].get_offsets()
+    assert len(dots) == 3 * 12  # every client of every round
+    np.testing.assert_allclose(sorted(dots[:, 1]), sorted(
+        0.4 + 0.05 * c / 12 + 0.1 * r for r in (1, 2, 3) for c in range(12)))
+    lines = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
+    np.testing.assert_allclose(lines["10th percentile"], [0.42] * 3)
+    bars = cluster_changes(rec).axes[0].patches
+    assert [b.get_height() for b in bars] == [0, 1, 2]

@@ -4,6 +4,7 @@ also for a run that is still going. Every figure must be a valid, non-blank PNG.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -19,9 +20,9 @@ from fedcluster.cli import main
 
 RUN = ["data.num_clients=10", "rounds=4", "cluster.k=2", "run.threads=1", "run.device=cpu",
        "plots.every=2"]
-EXPECTED = ["clients-loss.png", "clusters-membership.png", "clusters-metrics.png",
-            "clusters-round-2.png", "clusters-round-4.png", "labels-eval.png",
-            "labels-train.png"]
+EXPECTED = ["clients-accuracy.png", "clients-loss.png", "clusters-changed.png",
+            "clusters-membership.png", "clusters-metrics.png", "clusters-round-2.png",
+            "clusters-round-4.png", "labels-eval.png", "labels-train.png"]
 
 
 def assert_valid_png(path: Path) -> None:
@@ -73,7 +74,8 @@ def test_report_command_redraws_a_running_run(run_dir: Path, tmp_path: Path,
     assert main(["report", str(live), "--every", "1"]) == 0
     assert "report:" in capsys.readouterr().out
     names = sorted(p.name for p in (live / "figures").iterdir())
-    assert names == ["clients-loss.png", "clusters-membership.png", "clusters-metrics.png",
+    assert names == ["clients-accuracy.png", "clients-loss.png", "clusters-changed.png",
+                     "clusters-membership.png", "clusters-metrics.png",
                      "clusters-round-1.png", "clusters-round-2.png", "clusters-round-3.png",
                      "labels-eval.png", "labels-train.png"]
     for name in names:
@@ -105,3 +107,45 @@ def test_failed_run_still_gets_figures_and_a_report(tmp_path: Path) -> None:
                        tmp_path)
     assert (tmp_path / "figures" / "clusters-round-2.png").is_file()  # the last recorded round
     assert "Failed after 2 round(s): KeyboardInterrupt" in (tmp_path / "report.html").read_text()
+
+
+def test_two_clients_per_round_with_k_2_still_get_a_report(tmp_path: Path) -> None:
+    """PCA of two clients' updates has one component: the scatter draws it on a line, and
+    the report is written (it used to raise IndexError and leave no report.html)."""
+    out = tmp_path / "run"
+    assert main(["run", "data.num_clients=6", "rounds=2", "cluster.k=2",
+                 "server.clients_per_round=2", "model.name=mlp", "model.hidden=[16]",
+                 "run.threads=1", "run.device=cpu", "plots.every=1", "--out", str(out),
+                 "-q"]) == 0
+    assert all(len(c.get("xy", [0, 0])) <= 2 for c in json.loads(
+        (out / "metrics.jsonl").read_text().splitlines()[-1])["clients"])
+    html = (out / "report.html").read_text()
+    assert "could not be" not in html
+    for name in ("clusters-round-1.png", "clusters-round-2.png"):
+        assert_valid_png(out / "figures" / name)
+    assert main(["report", str(out)]) == 0
+
+
+def test_grouped_run_report_shows_truth(tmp_path: Path) -> None:
+    """Known groups: the ARI/NMI curve, the true-group scatter and the confusion table,
+    whose counts are the assignment x truth counts of the last round."""
+    from collections import Counter
+
+    out = tmp_path / "run"
+    assert main(["run", "data.num_clients=8", "data.groups=2", "data.shift=rotate",
+                 "data.partition=iid", "data.min_size=1", "rounds=2", "cluster.k=2",
+                 "model.name=mlp", "model.hidden=[16]", "run.threads=1", "run.device=cpu",
+                 "plots.every=1", "--out", str(out), "-q"]) == 0
+    assert_valid_png(out / "figures" / "clusters-truth.png")
+    html = (out / "report.html").read_text()
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    truth = json.loads((out / "partition.json").read_text())["groups"]
+    cluster_of = {m: c["id"] for c in last["clusters"] for m in c["members"]}
+    counts = Counter((truth[m], cluster_of.get(m, -1)) for m in range(len(truth)))
+    block = html.split("<h2>True group &times; cluster (round 2)</h2>", 1)[1]
+    block = block.split("</table>", 1)[0]
+    rows = [re.findall(r"<t[dh]>(.*?)</t[dh]>", r) for r in block.split("<tr>")[1:]]
+    columns = [int(h.split()[1]) if h.startswith("cluster") else -1 for h in rows[0][1:-1]]
+    for g, row in enumerate(rows[1:]):
+        assert row[1:-1] == [str(counts[(g, c)]) for c in columns]
+    assert f"ARI {last['ari']:.3f}" in html

@@ -29,6 +29,7 @@ from .engines.tuning import plan_threads, use_channels_last
 from .fl.aggregate import Aggregator, LocalAggregator
 from .fl.clustering import ModelInit, PointSpace, build_method
 from .fl.flat import FlatModel
+from .fl.robust import Rule
 from .fl.server import Server
 from .fl.server_opt import ServerOpt
 from .fl.state import RunState
@@ -198,6 +199,9 @@ def build(cfg: Config, run_dir: Path | None = None, dist: DistInfo | None = None
     optimizer = ServerOpt(s.optimizer, s.momentum, s.beta1, s.beta2, s.tau, ctx.model.num_params)
     server = Server(build_method(c), s.lr, space, aggregator, cfg.seed, c.k_max, c.n_init,
                     optimizer)
+    if cfg.server.aggregator != "mean":  # a robust rule per cluster (fl/robust.py)
+        server = dataclasses.replace(server, rule=Rule(cfg.server.aggregator, cfg.server.trim,
+                                                       cfg.server.byzantine))
     rounds = FederatedRounds(cfg, ctx.federation, engine, server, model_init(cfg, ctx))
     writes = run_dir is not None and (dist is None or dist.is_main)
     return Run(ctx, rounds, aggregator, writes)

@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 _INPUT_ERRORS = ("fedcluster.data.files:DataError", "fedcluster.data.partition:PartitionError",
                  "fedcluster.checkpoint:CheckpointError")
 _RUN_ERRORS = ("fedcluster.dist.collectives:DistributedError",
-               "fedcluster.dist.launch:LaunchError")
+               "fedcluster.dist.launch:LaunchError", "fedcluster.fl.validate:TooFewUpdates")
 # Commands that need no torch: no start-up work ahead of them.
 _LIGHT_COMMANDS = frozenset({"validate", "report"})
 

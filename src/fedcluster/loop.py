@@ -30,8 +30,9 @@ from .engines import Engine
 from .fl.clustering import ModelInit, agreement
 from .fl.evaluate import EvalStats
 from .fl.sampling import sample_clients
-from .fl.server import RoundUpdates, Server
+from .fl.server import RoundUpdates, Server, StepInfo
 from .fl.state import RunState, members, new_state, start_cluster
+from .fl.validate import TooFewUpdates, Verdict, check_updates, screen
 from .profiling import Profiler
 from .records import ClientResult, ClusterResult, RoundResult, RunSummary
 from .signals import Stopped, critical
@@ -70,7 +71,7 @@ class FederatedRounds:
                  prof: Profiler) -> tuple[RunState, RoundResult]:
         cfg, engine, server = self.cfg, self.engine, self.server
         t0 = time.perf_counter()
-        previous = state.assignment
+        before, previous = state, state.assignment
         sampled = sample_clients(state.assignment.size, cfg.clients_per_round, cfg.seed, round_)
         with prof.section("io"):
             callbacks.round_start(round_, sampled.tolist())
@@ -84,27 +85,69 @@ class FederatedRounds:
                 update = next(it, None)
             if update is None:
                 break
-            update = updates.add(update)  # the engine's own copy can be freed now
+            # the engine's own copy can be freed now; a wrong-sized update is a failed one
+            update = updates.add(screen(update, state.models[0]))
             with prof.section("io"):
                 callbacks.client_done(round_, update)
         with prof.section("aggregate"):  # less the "cluster" sections inside the step
-            state, info = server.step(state, round_, updates, previous, prof)
+            verdict = self._validate(round_, updates)
+            if verdict.kept >= cfg.server.min_clients:
+                kept = updates if verdict.keep.all() else RoundUpdates.of(
+                    [u for u, keep in zip(updates.updates, verdict.keep, strict=True) if keep])
+                state, info = server.step(state, round_, kept, previous, prof)
+            else:  # no model step: the state before this round's assignment
+                self._too_few(round_, verdict)
+                state, info = before, StepInfo(starts[verdict.keep], None, None, [])
         state = dataclasses.replace(state, round=round_)
         with prof.section("eval"):
             clusters, total, per_client = _evaluate(engine, state, cfg.run.eval_clients == "all")
+        row = np.cumsum(verdict.keep) - 1  # an accepted update's row in the step's info
         clients = [
-            ClientResult(u.client, int(info.clusters[j]), u.train_loss, u.num_examples, u.steps,
-                         None if info.coords is None else tuple(info.coords[j].tolist()),
+            ClientResult(u.client, int(info.clusters[row[j]] if keep else starts[j]),
+                         u.train_loss, u.num_examples, u.steps,
+                         None if info.coords is None or not keep
+                         else tuple(info.coords[row[j]].tolist()),
                          per_client.get(u.client))
-            for j, u in enumerate(updates.updates)
+            for j, (u, keep) in enumerate(zip(updates.updates, verdict.keep, strict=True))
         ]
+        ids = updates.clients
         truth, placed = self.federation.groups, state.assignment >= 0
         ari = nmi = None
         if placed.sum() >= 2 and truth.max(initial=0) > 0:  # only known groups (data.groups > 1)
             ari, nmi = agreement(truth[placed], state.assignment[placed])
-        return state, RoundResult(round_, total.accuracy, total.top5, total.loss, clusters,
-                                  clients, time.perf_counter() - t0, info.sse, info.empty, ari,
-                                  nmi, _fairness(per_client), info.diagnostics, prof.pop())
+        return state, RoundResult(
+            round_, total.accuracy, total.top5, total.loss, clusters, clients,
+            time.perf_counter() - t0, info.sse, info.empty, ari, nmi, _fairness(per_client),
+            info.diagnostics, prof.pop(),
+            rejected={int(ids[j]): why for j, why in verdict.reasons.items()},
+            clipped=[int(ids[j]) for j in verdict.scale],
+            skipped=verdict.kept < cfg.server.min_clients)
+
+    def _validate(self, round_: int, updates: RoundUpdates) -> Verdict:
+        """Which updates the server accepts (fl/validate.py), logged once per round; the
+        clipped ones are scaled in place."""
+        s = self.cfg.server
+        verdict = check_updates(updates.deltas, [u.error for u in updates.updates],
+                                s.max_update_norm, s.clip_updates)
+        for j, factor in verdict.scale.items():
+            updates.deltas[j].mul_(factor)
+        ids = updates.clients
+        if verdict.reasons:
+            log.warning("round %d: left out %d of %d client update(s): %s", round_,
+                        len(verdict.reasons), len(updates), "; ".join(
+                            f"client {ids[j]}: {why}" for j, why in verdict.reasons.items()))
+        if verdict.scale:
+            log.info("round %d: clipped client update(s) %s to norm %g", round_,
+                     [int(ids[j]) for j in verdict.scale], s.max_update_norm)
+        return verdict
+
+    def _too_few(self, round_: int, verdict: Verdict) -> None:
+        s = self.cfg.server
+        what = (f"round {round_}: {verdict.kept} client update(s) accepted, fewer than "
+                f"server.min_clients = {s.min_clients}")
+        if s.on_too_few == "abort":
+            raise TooFewUpdates(f"{what} (server.on_too_few = \"abort\")")
+        log.warning("%s: no model step this round (server.on_too_few = \"skip\")", what)
 
 
 def _evaluate(engine: Engine, state: RunState, everyone: bool = False

@@ -75,6 +75,9 @@ class RoundResult:
     client_accuracy: dict[str, float] = field(default_factory=dict)  # mean, p10, min
     clustering: dict[str, Any] = field(default_factory=dict)  # diagnostics, when clustered
     profile: dict[str, float] | None = None  # seconds per section, with run.profile
+    rejected: dict[int, str] = field(default_factory=dict)  # client -> why it was left out
+    clipped: list[int] = field(default_factory=list)  # clients scaled to max_update_norm
+    skipped: bool = False  # too few accepted updates (server.min_clients): no model step
 
     def to_json(self) -> dict[str, Any]:
         diag = dict(self.clustering)
@@ -89,7 +92,9 @@ class RoundResult:
                    for q in ("mean", "p10", "min")},
                 **diag,
                 "clusters": [c.to_json() for c in self.clusters],
-                "clients": [c.to_json() for c in self.clients]}
+                "clients": [c.to_json() for c in self.clients],
+                "rejected": {str(c): why for c, why in self.rejected.items()},
+                "clipped": self.clipped, "skipped": self.skipped}
         if self.profile is not None:
             out["profile"] = self.profile
         return out

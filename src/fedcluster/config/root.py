@@ -51,6 +51,18 @@ class Config(_Section):
         c = self.server.clients_per_round
         if isinstance(c, int):
             _require("server", "clients_per_round", c <= n, c, f"at most data.num_clients = {n}")
+        _require("server", "min_clients", self.server.min_clients <= self.clients_per_round,
+                 self.server.min_clients,
+                 f"at most the clients per round ({self.clients_per_round})")
+        need = {"krum": ("n > 2f + 2", 2 * self.server.byzantine + 3),
+                "multi-krum": ("n > 2f + 2", 2 * self.server.byzantine + 3),
+                "bulyan": ("n >= 4f + 3", 4 * self.server.byzantine + 3)}
+        if self.server.aggregator in need:
+            rule, least = need[self.server.aggregator]
+            _require("server", "byzantine", self.clients_per_round >= least,
+                     self.server.byzantine,
+                     f"small enough for server.aggregator = {self.server.aggregator!r} over "
+                     f"n = {self.clients_per_round} clients per round ({rule})")
         _require("server", "clients_per_round", self.clients_per_round >= k, c,
                  f"enough clients per round ({self.clients_per_round} now) "
                  f"to form cluster.k = {self.cluster.k} clusters")

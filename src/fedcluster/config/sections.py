@@ -82,6 +82,16 @@ class ServerConfig(_Section):
     _section: ClassVar[str] = "server"
     clients_per_round: int | float = 1.0
     lr: float = 1.0
+    # which client updates are accepted (fl/validate.py)
+    max_update_norm: float = 0.0  # an update's L2 norm above it is rejected (0: no bound)
+    clip_updates: bool = False  # scale such an update down to max_update_norm instead
+    min_clients: int = 1  # fewer accepted updates: the round makes no model step
+    on_too_few: Literal["skip", "abort"] = "skip"
+    # how each cluster's accepted updates are combined (fl/robust.py)
+    aggregator: Literal["mean", "median", "trimmed-mean", "krum", "multi-krum",
+                        "bulyan"] = "mean"
+    trim: float = 0.1  # trimmed-mean: the fraction cut from each end of each coordinate
+    byzantine: int = 0  # krum, multi-krum, bulyan: f, the Byzantine clients tolerated
     # the rule that moves each cluster model (fl/server_opt.py; Reddi et al. 2021)
     optimizer: Literal["fedavg", "fedavgm", "fedadagrad", "fedadam", "fedyogi"] = "fedavg"
     momentum: float = 0.9  # fedavgm
@@ -96,6 +106,13 @@ class ServerConfig(_Section):
         else:
             self._check("clients_per_round", c >= 1, "a count >= 1 or a fraction in (0, 1]")
         self._check("lr", self.lr > 0, "a number > 0")
+        self._check("max_update_norm", self.max_update_norm >= 0,
+                    "a number >= 0 (0: updates of any norm are accepted)")
+        self._check("clip_updates", not self.clip_updates or self.max_update_norm > 0,
+                    "false unless server.max_update_norm > 0 (the bound clipped to)")
+        self._check("min_clients", self.min_clients >= 1, "an integer >= 1")
+        self._check("trim", 0 <= self.trim < 0.5, "a fraction in [0, 0.5)")
+        self._check("byzantine", self.byzantine >= 0, "an integer >= 0")
         for name in ("momentum", "beta1", "beta2"):
             self._check(name, 0 <= getattr(self, name) < 1, "a number in [0, 1)")
         self._check("tau", self.tau > 0, "a number > 0")

@@ -6,7 +6,9 @@ exchange only flat tensors. Per round:
 
 1. every rank derives the same client sample from (seed, round), and the same split
    of it over ranks, balanced by training-set size (any number of clients per rank);
-2. each rank trains its share with a local engine (sequential or vectorised);
+2. each rank trains its share with a local engine (sequential or vectorised); a client
+   whose training raised is a failed update (``Update.error``, zero delta) whose error
+   text travels with the statistics, so every rank leaves it out of the round alike;
 3. what clustering needs (the update vectors) is all-gathered as one padded
    ``[clients per rank, D]`` tensor, the per-client numbers as a float64 one;
 4. the server clusters them (labels broadcast from rank 0, so ranks cannot drift),
@@ -29,13 +31,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..engines import Engine
 from ..fl.aggregate import group_sums
 from ..fl.client import Update
 from ..fl.evaluate import EvalStats
-from ..engines import Engine
+from ..fl.validate import screen
 from .collectives import Collectives, DistributedError
 
 __all__ = ["DistributedEngine", "RankAggregator", "split_by_load"]
+
+
+ERROR_BYTES = 200  # of a failed client's error text, sent to every rank
 
 
 def split_by_load(loads: np.ndarray, parts: int) -> np.ndarray:
@@ -83,16 +89,24 @@ class DistributedEngine:
         start = jobs[0][1]
         rows = torch.zeros(cap, start.numel(), dtype=start.dtype, device=start.device)
         meta = torch.zeros(cap, 3, dtype=torch.float64)
+        errors = torch.zeros(cap, ERROR_BYTES, dtype=torch.uint8)  # a failed client's error
         for s, (c, _) in enumerate(mine):
-            u = done.pop(c)  # each update is dropped once copied: one copy at a time
+            u = screen(done.pop(c), start)  # each update is dropped once copied
             rows[s] = u.delta
             meta[s] = torch.tensor([u.num_examples, u.train_loss, u.steps], dtype=torch.float64)
+            if u.error is not None:
+                text = (u.error.encode("utf-8", "replace") or b"?")[:ERROR_BYTES]
+                errors[s, :len(text)] = torch.frombuffer(bytearray(text), dtype=torch.uint8)
         rows = self.comm.all_gather(rows, f"round {round_}: gathering client updates")
         meta = self.comm.all_gather(meta, f"round {round_}: gathering client statistics")
+        errors = self.comm.all_gather(errors, f"round {round_}: gathering client errors").cpu()
         slot = np.zeros(self.world, dtype=np.int64)
         for c, q in zip(clients.tolist(), owner.tolist(), strict=True):
             n, loss, steps = meta[q, slot[q]].tolist()
-            yield Update(c, rows[q, slot[q]], int(n), loss, int(steps), owned=q == self.rank)
+            text = bytes(errors[q, slot[q]].numpy()).rstrip(b"\0")
+            error = text.decode("utf-8", "replace") if text else None
+            yield Update(c, rows[q, slot[q]], int(n), loss, int(steps), owned=q == self.rank,
+                         error=error)
             slot[q] += 1
 
     def _per_client(self, clients: Sequence[int], sizes: np.ndarray, width: int, what: str,

@@ -22,6 +22,7 @@ sets its own count) and stay the caller's for the server's work between rounds.
 from __future__ import annotations
 
 import copy
+import logging
 import queue
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,7 @@ from ..config import ClientConfig
 from ..data.augment import Augment
 from ..data.device import device_images
 from ..data.federation import Federation
-from ..fl.client import Update, local_train
+from ..fl.client import Update, failed_update, local_train
 from ..fl.evaluate import EvalStats, Forward, evaluate, evaluate_clients
 from ..fl.flat import FlatModel
 from ..fl.optim import FlatOptimizer
@@ -45,6 +46,8 @@ from .layout import blocked_forward
 __all__ = ["SequentialEngine"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -125,8 +128,12 @@ class SequentialEngine:
     def _train_one(self, r: _Replica, round_: int, client: int, start: torch.Tensor) -> Update:
         gen = torch_gen(self.seed, CLIENT, round_, client)
         idx = self.train_idx[client]
-        delta, loss, steps = local_train(r.model, start, self.train_x, self.train_y, idx,
-                                         self.client, gen, self.augment, r.opt, r.grad)
+        try:
+            delta, loss, steps = local_train(r.model, start, self.train_x, self.train_y, idx,
+                                             self.client, gen, self.augment, r.opt, r.grad)
+        except Exception as e:  # the client fails, not the run: the server leaves it out
+            log.debug("round %d: client %d failed", round_, client, exc_info=True)
+            return failed_update(client, start, len(idx), e)
         return Update(client, delta, len(idx), loss, steps)
 
     def train(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]]) -> Iterator[Update]:

@@ -21,6 +21,7 @@ engine's, which this engine holds.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -30,7 +31,7 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from ..config import ClientConfig
 from ..data.federation import Federation
-from ..fl.client import Update, steps_per_epoch
+from ..fl.client import Update, failed_update, steps_per_epoch
 from ..fl.evaluate import EvalStats
 from ..fl.flat import FlatModel
 from ..fl.optim import FlatOptimizer
@@ -38,6 +39,8 @@ from ..rng import CLIENT, torch_gen
 from .sequential import SequentialEngine
 
 __all__ = ["VmapEngine", "vmap_unsupported"]
+
+log = logging.getLogger(__name__)
 
 _REFUSED = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
 
@@ -149,7 +152,20 @@ class VmapEngine:
     def train(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]]) -> Iterator[Update]:
         size = self.chunk or max(len(jobs), 1)
         for lo in range(0, len(jobs), size):
-            yield from self._train_chunk(round_, jobs[lo:lo + size])
+            yield from self._train_guarded(round_, jobs[lo:lo + size])
+
+    def _train_guarded(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]]
+                       ) -> list[Update]:
+        """The chunk's updates; when training it raises, each client is trained alone, so
+        only the clients that fail become failed updates (fl/validate.py leaves them out)."""
+        try:
+            return self._train_chunk(round_, jobs)
+        except Exception as e:
+            if len(jobs) == 1:
+                c, start = jobs[0]
+                log.debug("round %d: client %d failed", round_, c, exc_info=True)
+                return [failed_update(c, start, len(self.data.train_idx[c]), e)]
+        return [u for job in jobs for u in self._train_guarded(round_, [job])]
 
     def evaluate(self, vector: torch.Tensor, clients: Sequence[int]) -> EvalStats:
         return self.data.evaluate(vector, clients)

@@ -14,7 +14,7 @@ from ..config import ClientConfig
 from .flat import FlatModel
 from .optim import FlatOptimizer
 
-__all__ = ["Update", "local_train", "make_optimizer", "steps_per_epoch"]
+__all__ = ["Update", "failed_update", "local_train", "make_optimizer", "steps_per_epoch"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,14 @@ class Update:
     train_loss: float  # mean loss over its local steps (nan when it took none)
     steps: int
     owned: bool = True  # trained by this process (several processes: see dist/engine.py)
+    error: str | None = None  # why training failed (the delta is then zeros; fl/validate.py)
+
+
+def failed_update(client: int, start: torch.Tensor, num_examples: int,
+                  error: BaseException) -> Update:
+    """The update of a client whose training raised ``error``: a zero delta, no steps."""
+    return Update(client, torch.zeros_like(start), num_examples, math.nan, 0,
+                  error=f"{type(error).__name__}: {error}")
 
 
 def make_optimizer(params: Iterable[nn.Parameter], cfg: ClientConfig) -> torch.optim.Optimizer:

@@ -29,6 +29,7 @@ from .aggregate import Aggregator, LocalAggregator, means_from_sums
 from .client import Update
 from .clustering import ClusterMethod, FedAvg, PointSpace, RoundView
 from .clustering.diagnostics import round_diagnostics, within_sse
+from .robust import Rule, group_targets
 from .server_opt import ServerOpt, opened
 from .server_opt import apply as optimize
 from .state import RunState, start_cluster
@@ -109,6 +110,7 @@ class Server:
     k_max: int = 8  # the elbow scan of the diagnostics
     n_init: int = 10
     optimizer: ServerOpt = field(default_factory=ServerOpt)  # the rule that moves each model
+    rule: Rule | None = None  # a robust rule per cluster (fl/robust.py); None: the mean
 
     @property
     def clustering(self) -> bool:
@@ -167,8 +169,11 @@ class Server:
         label_t = torch.from_numpy(labels).to(deltas.device)
         owned = updates.owned
         rows = None if owned.all() else torch.from_numpy(np.flatnonzero(owned)).to(deltas.device)
-        sums, totals = self.aggregator.sums(local, weights, label_t, len(models), rows)
-        means = means_from_sums(sums, totals, models.dtype)
+        if self.rule is None:
+            sums, totals = self.aggregator.sums(local, weights, label_t, len(models), rows)
+            means = means_from_sums(sums, totals, models.dtype)
+        else:  # every process holds every row: the rule needs no all-reduce (fl/robust.py)
+            means, totals = group_targets(self.rule, local, label_t, len(models))
         active = np.flatnonzero(totals.cpu().numpy() > 0).tolist()
         new_models, server_opt = optimize(models, means, active, server_opt, self.optimizer,
                                           self.lr, grouping.broadcast)

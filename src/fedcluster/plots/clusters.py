@@ -1,6 +1,6 @@
 """The clustering itself: per round, the 2-D projection of the client updates coloured
-by cluster beside the SSE-vs-k elbow curve; over the run, which client was in which
-cluster."""
+by cluster (shaped by true group where known) beside the SSE-vs-k elbow curve; over the
+run, which client was in which cluster."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from .elbow import round_sse_per_k
 from .record import RunRecord
 from .style import colors, integer_axis, new_figure
 
-__all__ = ["cluster_round", "membership", "select_rounds"]
+__all__ = ["MARKERS", "cluster_round", "membership", "select_rounds"]
 
 
 def select_rounds(rounds: list[int], every: int) -> list[int]:
@@ -25,30 +26,59 @@ def select_rounds(rounds: list[int], every: int) -> list[int]:
     return sorted(set(picked) | {rounds[-1]})
 
 
-def cluster_round(round_: dict[str, Any], k: int, name: str = "", seed: int = 0) -> Figure | None:
-    """Scatter of the round's update projections by cluster, and its elbow curve; None
-    when the round has neither (k = 1, or clustering without a 2-D projection)."""
-    pts = [(c["xy"], c["cluster"]) for c in round_["clients"] if c.get("xy") is not None]
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p")
+
+
+def _points(round_: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The round's recorded projections ``[n, 2]`` (a 1-D projection, as PCA gives for
+    two clients, gets a zero second coordinate), their clusters and client ids."""
+    rows = [c for c in round_["clients"] if c.get("xy") is not None and c["id"] >= 0]
+    xy = np.zeros((len(rows), 2))
+    for i, c in enumerate(rows):
+        v = np.ravel(np.asarray(c["xy"], dtype=float))[:2]
+        xy[i, :len(v)] = v
+    return (xy, np.array([c["cluster"] for c in rows], dtype=np.int64),
+            np.array([c["id"] for c in rows], dtype=np.int64))
+
+
+def cluster_round(round_: dict[str, Any], k: int, name: str = "", seed: int = 0,
+                  groups: np.ndarray | None = None) -> Figure | None:
+    """Scatter of the round's update projections, coloured by cluster and, when the true
+    ``groups`` are known, shaped by true group; beside it the elbow curve. None when the
+    round has neither (k = 1, or clustering without a 2-D projection)."""
+    xy, lab, ids = _points(round_)
     curve = round_sse_per_k(round_, k_max=max(10, k), seed=seed)
-    if not pts and not curve:
+    if not len(xy) and not curve:
         return None
     fig = new_figure(11.0, 4.5)
     left, right = fig.subplots(1, 2)
-    palette = colors(max(k, 1))
-    if pts:
-        xy = np.array([p[0] for p in pts])
-        lab = np.array([p[1] for p in pts])
+    k = max(k, int(lab.max()) + 1 if len(lab) else 0, 1)
+    palette = colors(k)
+    if len(xy):
+        known = groups is not None and len(groups) > int(ids.max())
+        true = groups[ids] if known else np.zeros(len(ids), dtype=np.int64)
         for i in range(k):
-            sel = lab == i
-            if sel.any():
-                left.scatter(xy[sel, 0], xy[sel, 1], s=28, color=palette[i],
-                             label=f"cluster {i} ({int(sel.sum())})", edgecolor="k",
-                             linewidth=0.3)
-        left.legend(fontsize="small")
+            for g in np.unique(true):
+                sel = (lab == i) & (true == g)
+                if sel.any():
+                    left.scatter(xy[sel, 0], xy[sel, 1], s=32, color=palette[i],
+                                 marker=MARKERS[int(g) % len(MARKERS)], edgecolor="k",
+                                 linewidth=0.3)
+        handles = [Line2D([], [], marker="o", linestyle="", color=palette[i],
+                          markeredgecolor="k", markeredgewidth=0.3,
+                          label=f"cluster {i} ({int((lab == i).sum())})")
+                   for i in range(k) if (lab == i).any()]
+        if known:
+            handles += [Line2D([], [], marker=MARKERS[int(g) % len(MARKERS)], linestyle="",
+                               color="white", markeredgecolor="k",
+                               label=f"true group {int(g)} ({int((true == g).sum())})")
+                        for g in np.unique(true)]
+        left.legend(handles=handles, fontsize="small")
     else:
         left.text(0.5, 0.5, "no 2-D projection recorded", ha="center", va="center",
                   transform=left.transAxes)
-    left.set_title("client updates (PCA, 2-D)")
+    left.set_title("client updates (PCA, 2-D): colour = cluster"
+                   + (", shape = true group" if groups is not None else ""))
     left.set_xlabel("component 1")
     left.set_ylabel("component 2")
     if curve:

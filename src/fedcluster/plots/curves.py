@@ -56,13 +56,20 @@ def highlighted_clients(losses: np.ndarray, n: int = 3) -> list[int]:
 
 
 def client_loss(record: RunRecord) -> Figure:
-    """Training loss of each client per round (gaps where a client was not sampled)."""
+    """Training loss of each client per round (gaps where a client was not sampled); in
+    centralised mode the one training loss, on the pooled data."""
     x = np.array([r["round"] for r in record.rounds])
     losses = record.client_losses()
+    pooled = record.pooled_loss()
     fig = new_figure(9.0, 4.8)
     ax = fig.add_subplot()
     n = losses.shape[1]
-    if n <= MAX_CLIENT_LINES:
+    if pooled is not None and np.isnan(losses).all():
+        ok = ~np.isnan(pooled)
+        ax.plot(x[ok], pooled[ok], marker="o", markersize=3, color="tab:blue",
+                label="pooled data (centralised)")
+        ax.legend(fontsize="small")
+    elif n <= MAX_CLIENT_LINES:
         palette = colors(n)
         for c in range(n):
             ok = ~np.isnan(losses[:, c])
@@ -85,6 +92,7 @@ def client_loss(record: RunRecord) -> Figure:
     ax.set_xlabel("round")
     integer_axis(ax.xaxis)
     ax.set_ylabel("mean training loss")
-    ax.set_title(f"{record.name}: training loss per client ({n} clients)")
+    ax.set_title(f"{record.name}: training loss on the pooled data" if pooled is not None
+                 else f"{record.name}: training loss per client ({n} clients)")
     ax.grid(alpha=0.3)
     return fig

@@ -34,9 +34,18 @@ class RunRecord:
     def num_clients(self) -> int:
         if self.partition is not None:
             return len(self.partition["train"])
-        ids = [c["id"] for r in self.rounds for c in r["clients"]]
+        ids = [c["id"] for r in self.rounds for c in r["clients"] if c["id"] >= 0]
         ids += [m for r in self.rounds for c in r["clusters"] for m in c["members"]]
         return max(ids, default=-1) + 1
+
+    @property
+    def groups(self) -> np.ndarray | None:
+        """Each client's true group (partition.json), or None unless there are at least
+        two groups (``data.groups > 1``)."""
+        groups = (self.partition or {}).get("groups")
+        if not groups or len(set(groups)) < 2:
+            return None
+        return np.asarray(groups, dtype=np.int64)
 
     @property
     def k(self) -> int:
@@ -55,11 +64,38 @@ class RunRecord:
         return out
 
     def client_losses(self) -> np.ndarray:
-        """``[rounds, clients]`` training loss, NaN for clients not sampled that round."""
+        """``[rounds, clients]`` training loss, NaN for clients not sampled that round
+        (the pooled baseline's loss, recorded under client id -1, is :meth:`pooled_loss`)."""
+        return self._per_client("train_loss")
+
+    def client_accuracies(self) -> np.ndarray:
+        """``[rounds, clients]`` each sampled client's accuracy with its cluster's model on
+        its own eval set, NaN where not recorded."""
+        return self._per_client("accuracy")
+
+    def _per_client(self, key: str) -> np.ndarray:
         out = np.full((len(self.rounds), self.num_clients), np.nan)
         for i, r in enumerate(self.rounds):
             for c in r["clients"]:
-                out[i, c["id"]] = _val(c.get("train_loss"))
+                if 0 <= c["id"] < self.num_clients:
+                    out[i, c["id"]] = _val(c.get(key))
+        return out
+
+    def pooled_loss(self) -> np.ndarray | None:
+        """The centralised baseline's training loss per round (client id -1), or None."""
+        out = np.full(len(self.rounds), np.nan)
+        for i, r in enumerate(self.rounds):
+            for c in r["clients"]:
+                if c["id"] < 0:
+                    out[i] = _val(c.get("train_loss"))
+        return None if np.isnan(out).all() else out
+
+    def assignment(self, i: int = -1) -> np.ndarray:
+        """Each client's cluster after round ``rounds[i]`` (-1: not assigned)."""
+        out = np.full(self.num_clients, -1, dtype=np.int64)
+        if self.rounds:
+            for c in self.rounds[i]["clusters"]:
+                out[c["members"]] = c["id"]
         return out
 
     def membership(self) -> np.ndarray:

@@ -1,17 +1,30 @@
 """``report.html``: one self-contained page (figures embedded as base64 PNG, the config,
-the final table) that opens in any browser without a server."""
+the final table, the true group x cluster table where groups are known, every round's
+numbers) that opens in any browser without a server.
+
+Each part is built on its own: one that fails becomes a note in its place, and figures
+that could not be drawn (``figures/failed.json``) are noted too.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
+import json
+import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .record import RunRecord, load_record
+from .truth import confusion
 
-__all__ = ["write_report"]
+__all__ = ["FAILED", "write_report"]
+
+FAILED = "failed.json"  # in figures/: {figure file: error} of the figures not drawn
+
+log = logging.getLogger(__name__)
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;
@@ -56,11 +69,62 @@ def _final_table(record: RunRecord) -> str:
 
 
 def _rounds_table(record: RunRecord) -> str:
-    rows = [[str(r["round"]), _f(r.get("accuracy")), _f(r.get("top5")), _f(r.get("loss")),
-             " / ".join(str(c.get("size", len(c["members"]))) for c in r["clusters"]),
-             _f(r.get("seconds"), 2)] for r in record.rounds]
+    head = ["round", "accuracy", "top-5", "loss", "client acc. mean", "p10", "min"]
+    keys = ["accuracy", "top5", "loss", "client_accuracy_mean", "client_accuracy_p10",
+            "client_accuracy_min"]
+    if record.groups is not None:
+        head, keys = head + ["ARI", "NMI"], keys + ["ari", "nmi"]
+    changed = any(r.get("changed") is not None for r in record.rounds)
+    rows = []
+    for r in record.rounds:
+        row = [str(r["round"]), *(_f(r.get(key)) for key in keys)]
+        if changed:
+            row.append(_f(r.get("changed")))
+        row += [" / ".join(str(c.get("size", len(c["members"]))) for c in r["clusters"]),
+                _f(r.get("seconds"), 2)]
+        rows.append(row)
     return "<h2>Rounds</h2>" + _table(
-        ["round", "accuracy", "top-5", "loss", "cluster sizes", "seconds"], rows)
+        head + (["changed cluster"] if changed else []) + ["cluster sizes", "seconds"], rows)
+
+
+def _confusion_table(record: RunRecord) -> str:
+    """True group x cluster after the last round (only where the true groups are known)."""
+    groups = record.groups
+    if groups is None or not record.rounds:
+        return ""
+    table, columns = confusion(groups, record.assignment(-1))
+    last = record.rounds[-1]
+    head = ["true group", *(f"cluster {c}" if c >= 0 else "not assigned" for c in columns),
+            "clients"]
+    rows = [[f"group {g}", *(str(int(v)) for v in table[g]), str(int(table[g].sum()))]
+            for g in range(len(table))]
+    scores = ", ".join(f"{name} {_f(last.get(key), 3)}" for name, key in
+                       (("ARI", "ari"), ("NMI", "nmi")) if last.get(key) is not None)
+    return (f"<h2>True group &times; cluster (round {last['round']})</h2>"
+            f"<p>Clients of each true group (rows) in each cluster (columns)"
+            f"{'; ' + scores if scores else ''}.</p>" + _table(head, rows))
+
+
+def _failed_figures(run_dir: Path) -> str:
+    path = run_dir / "figures" / FAILED
+    if not path.is_file():
+        return ""
+    try:
+        failed = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return ""
+    return "".join(f"<p class='err'>Figure {html.escape(str(name))} could not be drawn: "
+                   f"{html.escape(str(err))}</p>" for name, err in failed.items())
+
+
+def _part(name: str, build: Callable[[], str]) -> str:
+    """One part of the page; a part that fails is a note, never a missing report."""
+    try:
+        return build()
+    except Exception as e:  # noqa: BLE001 - the rest of the report still gets written
+        log.warning("report: the %s could not be written (%s: %s)", name, type(e).__name__, e)
+        return (f"<p class='err'>The {html.escape(name)} could not be written: "
+                f"{html.escape(type(e).__name__)}: {html.escape(str(e))}</p>")
 
 
 def _figure(path: Path) -> str:
@@ -81,11 +145,13 @@ def write_report(run_dir: str | Path, figures: list[Path] | None = None) -> Path
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{CSS}</style></head><body><h1>{title}</h1>",
         f"<p>Run directory: <code>{html.escape(str(run_dir.resolve()))}</code></p>",
-        _status(record),
-        _final_table(record),
+        _part("status", lambda: _status(record)),
+        _part("final table", lambda: _final_table(record)),
+        _part("true group x cluster table", lambda: _confusion_table(record)),
         "<h2>Figures</h2>",
-        *(_figure(p) for p in figures),
-        _rounds_table(record),
+        _failed_figures(run_dir),
+        *(_part(f"figure {p.name}", lambda p=p: _figure(p)) for p in figures),
+        _part("rounds table", lambda: _rounds_table(record)),
         "<h2>Config</h2>",
         f"<pre>{html.escape(record.config_text or '(no config.toml)')}</pre>",
         "</body></html>",

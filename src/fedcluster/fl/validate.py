@@ -1,0 +1,80 @@
+"""Which of a round's client updates the server accepts.
+
+A client is left out of the round when its training raised (``Update.error``), its
+update has the wrong size, holds a non-finite value, or its L2 norm exceeds
+``server.max_update_norm`` (with ``server.clip_updates`` such an update is scaled
+down to the bound and kept instead). The decision is a pure function of the gathered
+updates, so every process of a distributed run takes the same one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .client import Update
+
+__all__ = ["TooFewUpdates", "Verdict", "check_updates", "screen"]
+
+
+class TooFewUpdates(RuntimeError):
+    """Fewer updates than ``server.min_clients`` passed validation, with
+    ``server.on_too_few = "abort"``."""
+
+
+def screen(update: Update, like: torch.Tensor) -> Update:
+    """``update`` as the server can hold it: one whose delta is not a vector of
+    ``like``'s size becomes a failed update (``error`` set, zero delta); one that
+    failed already gets a zero delta of that size."""
+    delta = update.delta
+    if update.error is None and delta.dim() == 1 and delta.numel() == like.numel():
+        return update
+    error = update.error or (f"wrong size: {tuple(delta.shape)} values, "
+                             f"expected ({like.numel()},)")
+    return dataclasses.replace(update, delta=torch.zeros_like(like), error=error)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What validation decided for each row of a round's ``[m, D]`` updates."""
+
+    keep: np.ndarray  # [m] bool: the rows the server aggregates
+    reasons: dict[int, str] = field(default_factory=dict)  # rejected row -> why
+    scale: dict[int, float] = field(default_factory=dict)  # clipped row -> its factor
+
+    @property
+    def kept(self) -> int:
+        return int(self.keep.sum())
+
+
+def check_updates(deltas: torch.Tensor, errors: list[str | None], max_norm: float = 0.0,
+                  clip: bool = False) -> Verdict:
+    """Validate each row of ``deltas`` ``[m, D]``; ``errors[j]`` is row ``j``'s training
+    error or None. ``max_norm > 0`` bounds each row's L2 norm (computed in float64):
+    a longer row is rejected, or with ``clip`` kept and scaled by ``max_norm / norm``.
+    Reasons are checked in that order: error, non-finite, norm."""
+    m = deltas.shape[0]
+    if len(errors) != m:
+        raise ValueError(f"{len(errors)} error entries for {m} updates")
+    finite = torch.isfinite(deltas).all(dim=1).cpu().numpy() if m else np.ones(0, bool)
+    norms = torch.linalg.vector_norm(deltas, dim=1, dtype=torch.float64).cpu().numpy()
+    keep = np.ones(m, dtype=bool)
+    reasons: dict[int, str] = {}
+    scale: dict[int, float] = {}
+    for j in range(m):
+        if errors[j] is not None:
+            reasons[j] = f"error: {errors[j]}"
+        elif not finite[j]:
+            reasons[j] = "non-finite"
+        elif max_norm > 0 and norms[j] > max_norm:
+            if clip:
+                scale[j] = float(max_norm / norms[j])
+                continue
+            reasons[j] = f"norm {norms[j]:.4g} > server.max_update_norm = {max_norm:g}"
+        else:
+            continue
+        keep[j] = False
+    return Verdict(keep, reasons, scale)

@@ -1,0 +1,148 @@
+"""fl/robust.py: closed-form cases, and agreement with independent numpy/scipy versions of
+the same rules on random inputs (even and odd row counts, many ties)."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import cdist
+from scipy.stats import trim_mean
+
+from fedcluster.fl.robust import (
+    Rule,
+    bulyan,
+    coordinate_median,
+    group_targets,
+    krum,
+    norm_clip,
+    trimmed_mean,
+)
+
+
+def t(rows):
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def test_closed_form_cases():
+    assert coordinate_median(t([[1, 5], [2, -1], [10, 0]])).tolist() == [2, 0]
+    assert coordinate_median(t([[1], [2], [4], [100]])).tolist() == [3]  # (2 + 4) / 2
+    assert trimmed_mean(t([[1], [2], [3], [100]]), 0.25).tolist() == [2.5]
+    assert trimmed_mean(t([[1], [2], [3], [100]]), 0.2).tolist() == [26.5]  # floor(0.8) = 0
+    x = t([[0.0], [0.1], [0.2], [100.0]])
+    # f = 0: each row's 2 nearest: 0 -> .01 + .04, .1 -> .01 + .01, .2 -> .01 + .04
+    assert krum(x, 0).tolist() == [0.1]
+    assert krum(x, 0, 3).item() == pytest.approx(0.1, abs=1e-15)  # rows .1, 0, .2
+    # n = 7, f = 1: theta = 5 rows picked (the outliers last), beta = 3 nearest the median
+    y = t([[0.0], [1.0], [2.0], [3.0], [4.0], [50.0], [-60.0]])
+    assert bulyan(y, 1).tolist() == [2.0]
+    clipped = norm_clip(t([[3, 4], [0.3, 0.4]]), 1.0)
+    assert torch.allclose(clipped, t([[0.6, 0.8], [0.3, 0.4]]), rtol=1e-15)
+
+
+def ref_krum(x, f, m):
+    n = len(x)
+    d = cdist(x, x, "sqeuclidean")
+    scores = np.array([np.sort(np.delete(d[i], i))[:n - f - 2].sum() for i in range(n)])
+    return x[np.argsort(scores, kind="stable")[:m]].mean(axis=0)
+
+
+def ref_bulyan(x, f):
+    left, picked = list(range(len(x))), []
+    while len(picked) < len(x) - 2 * f:
+        sub = x[left]
+        d = cdist(sub, sub, "sqeuclidean")
+        near = max(len(left) - f - 2, 0)
+        scores = [np.sort(np.delete(d[i], i))[:near].sum() for i in range(len(left))]
+        picked.append(left.pop(int(np.argsort(scores, kind="stable")[0])))
+    chosen = x[picked]
+    med = np.median(chosen, axis=0)
+    beta = len(picked) - 2 * f
+    out = np.empty(x.shape[1])
+    for j in range(x.shape[1]):
+        nearest = np.argsort(np.abs(chosen[:, j] - med[j]), kind="stable")[:beta]
+        out[j] = chosen[nearest, j].mean()
+    return out
+
+
+@pytest.mark.parametrize("m", [7, 8, 11, 12])
+@pytest.mark.parametrize("ties", [False, True])
+def test_rules_agree_with_numpy_and_scipy(m, ties):
+    rng = np.random.default_rng(m * 2 + ties)
+    x = rng.integers(-3, 4, size=(m, 9)).astype(float) if ties else rng.normal(size=(m, 9))
+    x[0] *= 50  # an outlier
+    xt = torch.from_numpy(x)
+    # sums of a few float64 values in another order: within a few ulps
+    close = dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(coordinate_median(xt).numpy(), np.median(x, axis=0), **close)
+    for beta in (0.0, 0.1, 0.25, 0.49):
+        np.testing.assert_allclose(trimmed_mean(xt, beta).numpy(),
+                                   trim_mean(x, beta, axis=0), **close)
+    for f in range(0, (m - 3) // 2 + 1):
+        for k in (1, 2, m - f):
+            np.testing.assert_allclose(krum(xt, f, k).numpy(), ref_krum(x, f, k), **close)
+    for f in range(0, (m - 3) // 4 + 1):
+        np.testing.assert_allclose(bulyan(xt, f).numpy(), ref_bulyan(x, f), **close)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.testing.assert_allclose(norm_clip(xt, 2.0).numpy(),
+                               x * np.minimum(1, 2.0 / norms), **close)
+
+
+def test_invalid_sizes_are_refused():
+    x = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match="n > 2f \\+ 2"):
+        krum(x, 1)
+    with pytest.raises(ValueError, match="4f \\+ 3"):
+        bulyan(torch.zeros(6, 2), 1)
+    with pytest.raises(ValueError, match="beta < 0.5"):
+        trimmed_mean(x, 0.5)
+
+
+def test_group_targets_apply_the_rule_per_group_and_fall_back_to_the_median():
+    rows = t([[0], [1], [2], [90], [5], [7]])
+    labels = torch.tensor([0, 0, 0, 0, 2, 2])
+    targets, counts = group_targets(Rule("krum", byzantine=0), rows, labels, 3)
+    assert counts.tolist() == [4, 0, 2]
+    # group 0: krum over 4 rows; group 2 has 2 < 3 rows: their median; group 1 empty: 0
+    assert targets.flatten().tolist() == [1.0, 0.0, 6.0]
+
+
+def test_a_round_with_a_robust_rule_moves_the_model_to_the_rule_of_the_local_models():
+    from fedcluster.build import build
+    from fedcluster.callbacks import Callback
+    from fedcluster.callbacks.base import CallbackList
+    from fedcluster.config import load_config
+    from fedcluster.loop import initial_state
+    from fedcluster.profiling import Profiler
+
+    class Deltas(Callback):
+        rows: list = []
+
+        def on_client_done(self, round_, update):
+            self.rows.append(update.delta.clone())
+
+    for name, rule in [("median", coordinate_median), ("krum", lambda x: krum(x, 1))]:
+        run = build(load_config(None, ["data.num_clients=6", "run.threads=1", "run.workers=1",
+                                       "cluster.k=1", f"server.aggregator={name}",
+                                       "server.byzantine=1"]))
+        state = initial_state(run)
+        seen = Deltas()
+        seen.rows = []
+        new, _ = run.rounds(state, 1, CallbackList([seen]), Profiler())
+        local = state.models[0].double() + torch.stack(seen.rows).double()
+        want = rule(local)
+        # the server takes the rule of the float32 local models: float32 rounding of
+        # model + delta (and of a mean of two of them), a few ulps of the largest value
+        tol = 4 * torch.finfo(torch.float32).eps * float(want.abs().max())
+        assert float((new.models[0].double() - want).abs().max()) <= tol, name
+
+
+@pytest.mark.parametrize("override, message", [
+    (["server.aggregator=krum", "server.byzantine=2"], "n > 2f \\+ 2"),
+    (["server.aggregator=bulyan", "server.byzantine=1"], "n >= 4f \\+ 3"),
+    (["server.trim=0.5"], "a fraction in \\[0, 0.5\\)"),
+    (["server.aggregator=avg"], "server.aggregator"),
+])
+def test_rules_that_cannot_work_for_the_round_are_config_errors(override, message):
+    from fedcluster.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["data.num_clients=6", *override])
