@@ -10,6 +10,7 @@ from .. import secrets
 from .base import _require, _Section
 from .reporting import NotifyConfig, PlotsConfig, TensorBoardConfig
 from .sections import (
+    AlgorithmConfig,
     ClientConfig,
     ClusterConfig,
     DataConfig,
@@ -32,6 +33,7 @@ class Config(_Section):
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     client: ClientConfig = field(default_factory=ClientConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     stop: StopConfig = field(default_factory=StopConfig)
@@ -45,6 +47,8 @@ class Config(_Section):
         self._check("name", ok_name, "a non-empty name of letters, digits, '-', '_', '.'")
         self._check("seed", self.seed >= 0, "an integer >= 0")
         self._check("rounds", self.rounds >= 1, "an integer >= 1")
+        _require("algorithm", "name", self.mode == "federated" or self.algorithm.name == "fedavg",
+                 self.algorithm.name, '"fedavg" with mode = "centralized" (no clients)')
         n = self.data.num_clients
         k = self.cluster.k_initial if self.cluster.k != "auto" else 1
         _require("cluster", "k", k <= n, self.cluster.k, f"at most data.num_clients = {n}")

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from .base import _Section
 
 __all__ = ["ClientConfig", "ClusterConfig", "DataConfig", "ModelConfig", "RunConfig",
-           "ServerConfig", "StopConfig"]
+           "ServerConfig", "StopConfig", "AlgorithmConfig"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,23 @@ class ClientConfig(_Section):
         self._check("weight_decay", self.weight_decay >= 0, "a number >= 0")
         self._check("local_epochs", self.local_epochs >= 1, "an integer >= 1")
         self._check("batch_size", self.batch_size >= 1, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig(_Section):
+    """The clients' local objective (fl/client.py): FedAvg's, or FedProx's proximal one."""
+
+    _section: ClassVar[str] = "algorithm"
+    name: Literal["fedavg", "fedprox"] = "fedavg"
+    mu: float = 0.01  # fedprox: the weight of mu/2 ||w - w_start||^2
+
+    def __post_init__(self) -> None:
+        self._check("mu", self.mu >= 0, "a number >= 0")
+
+    @property
+    def prox_mu(self) -> float | None:
+        """The proximal weight local training adds (None: FedAvg's objective)."""
+        return self.mu if self.name == "fedprox" else None
 
 
 @dataclass(frozen=True)

@@ -67,12 +67,14 @@ def _replica(model: FlatModel, client: ClientConfig) -> _Replica:
 class SequentialEngine:
     def __init__(self, federation: Federation, model: FlatModel, client: ClientConfig,
                  seed: int, eval_batch_size: int = 256, augment: Augment | None = None,
-                 workers: int = 1, blocked_eval: bool = False) -> None:
+                 workers: int = 1, blocked_eval: bool = False,
+                 mu: float | None = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         device = model.flat.device
         ds = federation.dataset
         self.model, self.client, self.seed = model, client, seed
+        self.mu = mu  # FedProx's proximal weight (None: FedAvg's objective; fl/client.py)
         self.eval_batch_size, self.augment = eval_batch_size, augment
         self.blocked_eval = blocked_eval
         self.train_x, self.test_x = device_images(ds, device)
@@ -130,7 +132,7 @@ class SequentialEngine:
         idx = self.train_idx[client]
         try:
             delta, loss, steps = local_train(r.model, start, self.train_x, self.train_y, idx,
-                                             self.client, gen, self.augment, r.opt, r.grad)
+                                             self.client, gen, self.augment, r.opt, r.grad, self.mu)
         except Exception as e:  # the client fails, not the run: the server leaves it out
             log.debug("round %d: client %d failed", round_, client, exc_info=True)
             return failed_update(client, start, len(idx), e)

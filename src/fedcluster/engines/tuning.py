@@ -164,6 +164,6 @@ def make_engine(cfg: Config, federation: Federation, model: FlatModel, device: t
     log.debug("engine: %s, blocked evaluation: %s", name, blocked)
     if name == "vmap":
         return VmapEngine(federation, model, cfg.client, cfg.seed, cfg.run.eval_batch_size,
-                          cfg.run.vmap_chunk, blocked)
+                          cfg.run.vmap_chunk, blocked, cfg.algorithm.prox_mu)
     return SequentialEngine(federation, model, cfg.client, cfg.seed, cfg.run.eval_batch_size,
-                            augment, workers, blocked)
+                            augment, workers, blocked, cfg.algorithm.prox_mu)

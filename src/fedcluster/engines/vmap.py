@@ -64,11 +64,12 @@ class VmapEngine:
 
     def __init__(self, federation: Federation, model: FlatModel, client: ClientConfig,
                  seed: int, eval_batch_size: int = 256, chunk: int = 0,
-                 blocked_eval: bool = False) -> None:
+                 blocked_eval: bool = False, mu: float | None = None) -> None:
         reason = vmap_unsupported(model.module)
         if reason:
             raise ValueError(reason)
         self.model, self.client, self.seed, self.chunk = model, client, seed, chunk
+        self.mu = mu  # FedProx's proximal weight (None: FedAvg's objective; fl/client.py)
         self.data = SequentialEngine(federation, model, client, seed, eval_batch_size,
                                      blocked_eval=blocked_eval)
         p = model.num_params  # buffers are viewed in their own vector, offsets from p
@@ -134,6 +135,8 @@ class VmapEngine:
             batch = idx[s, :rows]
             g, loss = self._grad_fn(params[:rows], buffers, d.train_x[batch], d.train_y[batch],
                                     weight[s, :rows])
+            if self.mu is not None:  # FedProx: the gradient of mu/2 ||w - start||^2
+                g.add_(params[:rows] - starts[:rows, :p], alpha=self.mu)
             opt.step(params[:rows], g, rows)
             loss_sum[:rows] += loss.detach()
         delta = stack - starts

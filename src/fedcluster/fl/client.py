@@ -52,13 +52,19 @@ def local_train(model: FlatModel, start: torch.Tensor, x: torch.Tensor, y: torch
                 idx: torch.Tensor, cfg: ClientConfig, generator: torch.Generator,
                 augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
                 opt: FlatOptimizer | None = None,
-                grad: torch.Tensor | None = None) -> tuple[torch.Tensor, float, int]:
+                grad: torch.Tensor | None = None,
+                prox_mu: float | None = None) -> tuple[torch.Tensor, float, int]:
     """Train ``model`` from ``start`` on samples ``x[idx], y[idx]``; return (delta, loss, steps).
 
     ``start`` is copied into the model, never aliased; batch order comes from ``generator``,
     and so does the batch augmentation ``augment(x_batch, generator)`` when given.
     ``opt`` and ``grad`` (from :meth:`FlatModel.attach_grad`) may be passed in to be reused
     across clients; the optimiser is reset here.
+
+    With ``prox_mu`` the objective is FedProx's (Li et al., "Federated Optimization in
+    Heterogeneous Networks", MLSys 2020): the loss plus ``prox_mu / 2 * ||w - start||^2``
+    over the parameters, whose gradient ``prox_mu * (w - start)`` is added to each step's
+    (the reported loss is the data loss alone). ``prox_mu = 0`` adds zeros: FedAvg's steps.
     """
     model.load(start)
     module = model.module
@@ -72,6 +78,8 @@ def local_train(model: FlatModel, start: torch.Tensor, x: torch.Tensor, y: torch
     n, bs = len(idx), cfg.batch_size
     per_epoch = steps_per_epoch(n, cfg)
     loss_sum = torch.zeros((), device=x.device)
+    anchor = start[:model.num_params]
+    diff = torch.empty_like(params) if prox_mu is not None else None
     steps = 0
     for _ in range(cfg.local_epochs):
         order = idx[torch.randperm(n, generator=generator).to(idx.device)]
@@ -81,6 +89,8 @@ def local_train(model: FlatModel, start: torch.Tensor, x: torch.Tensor, y: torch
             grad.zero_()
             loss = F.cross_entropy(module(xb), y[batch])
             loss.backward()
+            if diff is not None:  # FedProx: the gradient of prox_mu/2 ||w - start||^2
+                grad.add_(torch.sub(params.detach(), anchor, out=diff), alpha=prox_mu)
             opt.step(params.detach(), grad)
             loss_sum += loss.detach()
             steps += 1
