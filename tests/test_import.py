@@ -140,6 +140,10 @@ def test_partition_and_shift_names_are_checked_with_a_hint():
     ["validate", "--help"],
     ["validate", str(EXAMPLES / "digits.toml")],
     ["validate", str(EXAMPLES / "cifar-resnet18.toml"), "rounds=3"],
+    ["validate", "rounds=3", str(EXAMPLES / "digits.toml")],
+    ["--version"],
+    ["config", "--defaults"],
+    ["config", str(EXAMPLES / "digits.toml"), "rounds=3"],
 ])
 def test_help_and_validate_import_no_torch(argv):
     out = _cli(argv)

@@ -1,4 +1,5 @@
-"""Command line: ``fedcluster run | validate | partition | report | datasets | models``.
+"""Command line: ``fedcluster run | validate | config | partition | report | datasets |
+models``.
 
 The only module that reads argv.
 """
@@ -20,12 +21,14 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from . import __version__
 from .config import Config, ConfigError, load_config
 from .rundir import RunDir, RunDirError, held_by_launcher, new_run, resume_run
 from .signals import Stopped, stop_on_signals
 
 if TYPE_CHECKING:
     from .fl.state import RunState
+    from .sweep import Combination
 
 __all__ = ["main"]
 
@@ -130,11 +133,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     path, overrides = _split_args(args.config)
     _setup_logging(args.verbose, args.quiet)
     overrides = _run_overrides(args, overrides)
+    if args.resume is None:
+        from .sweep import combinations
+
+        combos = combinations(path, overrides)
+        if len(combos) > 1 or combos[0].label:
+            return _run_sweep(args, path, combos)
     start = None
     if args.resume is not None:
         cfg, start = _resumed(args, path, overrides)
     else:
         cfg = load_config(path, overrides, plugins=args.plugin)
+    from .preflight import check_device
+
+    check_device(cfg.run.device)  # the launcher too: its workers would fall back to CPU
     if _launch_requested(args):
         return _launch(cfg, args, path, overrides)
     if launched():
@@ -143,6 +155,75 @@ def cmd_run(args: argparse.Namespace) -> int:
     with opened as held, stop_on_signals():
         callbacks = default_callbacks(cfg, held.path, quiet=args.quiet, progress=args.progress)
         run_federation(cfg, callbacks, held.path, start=start)
+    return 0
+
+
+def _run_sweep(args: argparse.Namespace, path: str | None, combos: list[Combination]) -> int:
+    """Every combination of a sweep, one after another, each in its own run directory
+    inside one sweep directory (``--out``, or ``<run.out>/<name>-sweep-<time>``). Every
+    combination's config is checked before the first run starts."""
+    import json
+
+    from .callbacks import default_callbacks
+    from .dist.group import launched
+    from .loop import run_federation
+    from .preflight import check_device
+    from .rundir import atomic_write
+    from .sweep import SWEEP_FILE
+
+    if _launch_requested(args) or launched():
+        raise ConfigError("a sweep runs its combinations one after another in this process; "
+                          "drop --nproc/--nnodes, or start each combination on its own")
+    cfgs = [load_config(path, c.overrides, plugins=args.plugin) for c in combos]
+    for cfg in cfgs:
+        check_device(cfg.run.device)
+    base = cfgs[0]
+    with new_run(args.out, base.run.out, f"{base.name}-sweep") as sweep:
+        atomic_write(sweep.path / SWEEP_FILE, json.dumps({
+            "config": str(Path(path).resolve()) if path else None,
+            "runs": [{"dir": c.label, "swept": c.swept, "overrides": c.overrides}
+                     for c in combos]}, indent=1))
+        for i, (combo, cfg) in enumerate(zip(combos, cfgs, strict=True), 1):
+            log.info("sweep run %d of %d: %s", i, len(combos), combo.label)
+            with new_run(sweep.path / combo.label, label="sweep run") as held, \
+                    stop_on_signals():
+                callbacks = default_callbacks(cfg, held.path, quiet=args.quiet,
+                                              progress=args.progress)
+                run_federation(cfg, callbacks, held.path)
+        if not args.quiet:
+            _print_comparison([str(sweep.path)], sweep.path / "compare.html", 0.9)
+    return 0
+
+
+def _print_comparison(paths: list[str], html_path: Path, target: float) -> None:
+    from .compare import find_runs, group_runs, load_run, table_rows, write_html
+
+    groups = group_runs([load_run(p) for p in find_runs(paths)])
+    head, rows = table_rows(groups, target)
+    from rich import box
+
+    table = Table(title=f"{sum(len(g.runs) for g in groups)} runs: mean ± std over seeds",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    widest = max(len(row[0]) for row in rows)
+    for i, h in enumerate(head):
+        table.add_column(h, justify="left" if i == 0 else "right", overflow="fold",
+                         no_wrap=i > 0, min_width=min(widest, 24) if i == 0 else None)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    print(f"compare: {write_html(html_path, groups, target)}")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Finished runs (or sweeps of them) side by side, from their files."""
+    if not 0 < args.target <= 1:
+        raise ConfigError(f"--target {args.target}: expected an accuracy in (0, 1]")
+    html_path = args.html
+    if html_path is None:  # a lone sweep directory holds its comparison
+        single = Path(args.runs[0])
+        sweep = len(args.runs) == 1 and not (single / "metrics.jsonl").exists()
+        html_path = single / "compare.html" if sweep else Path("compare.html")
+    _print_comparison(args.runs, Path(html_path), args.target)
     return 0
 
 
@@ -240,10 +321,42 @@ def _run_rank(cfg: Config, args: argparse.Namespace, start: RunState | None) -> 
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Check a config without torch; ``--build`` (or a CUDA device, which only torch can
+    look for) also makes what a run makes first (see :mod:`fedcluster.preflight`)."""
     path, overrides = _split_args([args.file, *args.overrides])
     cfg = load_config(path, overrides, plugins=args.plugin)
-    print(f"{args.file}: ok ({cfg.name}: {cfg.data.dataset}, {cfg.data.num_clients} clients, "
-          f"k={cfg.cluster.k}, {cfg.rounds} rounds)")
+    built = ""
+    if args.build:
+        from .preflight import preflight
+
+        found = preflight(cfg)
+        built = (f"; built on {found.device}: samples {list(found.input_shape)}, "
+                 f"{found.num_classes} classes, {found.parameters:,} parameters, "
+                 f"{found.engine} engine")
+    elif cfg.run.device.startswith("cuda"):
+        from .preflight import check_device
+
+        check_device(cfg.run.device)
+    print(f"{path or 'defaults'}: ok ({cfg.name}: {cfg.data.dataset}, "
+          f"{cfg.data.num_clients} clients, k={cfg.cluster.k}, {cfg.rounds} rounds{built})")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print a config as TOML: the defaults, or a file with overrides, resolved."""
+    path, overrides = _split_args(args.config)
+    if args.defaults and (path or overrides):
+        raise ConfigError("--defaults prints the built-in defaults; drop the config and "
+                          "overrides, or drop --defaults to print them resolved")
+    cfg = load_config(path, overrides, plugins=args.plugin)
+    data = cfg.to_dict()
+    if args.defaults:
+        data["name"] = ""  # the default: derived from the run
+        print('# name = "": <dataset>-<method>-k<k> (e.g. digits-kmeans-k2); '
+              "secrets come from the environment")
+    import tomli_w
+
+    print(tomli_w.dumps(data), end="")
     return 0
 
 
@@ -302,7 +415,10 @@ def _plugin_arg(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fedcluster",
-                                description="Clustered federated learning for PyTorch.")
+                                description="Clustered federated learning for PyTorch. "
+                                            "Options and section.key=value overrides may "
+                                            "come in any order.")
+    p.add_argument("--version", action="version", version=f"fedcluster {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="train a federation (default: the embedded digits config)")
     r.add_argument("config", nargs="*", metavar="[CONFIG] [section.key=value ...]",
@@ -334,8 +450,17 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a config file without running it")
     v.add_argument("file")
     v.add_argument("overrides", nargs="*", metavar="section.key=value")
+    v.add_argument("--build", action="store_true",
+                   help="also load the data, build the model on the run's device, pass two "
+                        "samples through it and choose the engine (imports torch)")
     _plugin_arg(v)
     v.set_defaults(func=cmd_validate)
+    c = sub.add_parser("config", help="print a config resolved as TOML (--defaults: the "
+                                      "built-in defaults)")
+    c.add_argument("config", nargs="*", metavar="[CONFIG] [section.key=value ...]")
+    c.add_argument("--defaults", action="store_true", help="print every key's default")
+    _plugin_arg(c)
+    c.set_defaults(func=cmd_config)
     t = sub.add_parser("partition", help="print per-client label counts (train and eval)")
     t.add_argument("config", nargs="*", metavar="[CONFIG] [section.key=value ...]")
     _plugin_arg(t)
@@ -346,6 +471,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="per-round cluster figures every N rounds plus the last "
                           "(default: the run's plots.every)")
     rep.set_defaults(func=cmd_report)
+    cmp = sub.add_parser("compare", help="finished runs or sweeps side by side: a table "
+                                         "(mean ± std over seeds) and compare.html")
+    cmp.add_argument("runs", nargs="+", metavar="RUN_OR_SWEEP")
+    cmp.add_argument("--target", type=float, default=0.9, metavar="ACC",
+                     help="the accuracy whose first round is reported (default 0.9)")
+    cmp.add_argument("--html", metavar="FILE",
+                     help="where to write the page (default: compare.html in the sweep "
+                          "directory when comparing one sweep, else here)")
+    cmp.set_defaults(func=cmd_compare)
     d = sub.add_parser("datasets", help="list datasets, whether present under the root, size")
     d.add_argument("--root", default="data", help="the data root to look in (default: data)")
     _plugin_arg(d)
@@ -364,7 +498,11 @@ _INPUT_ERRORS = ("fedcluster.data.files:DataError", "fedcluster.data.partition:P
 _RUN_ERRORS = ("fedcluster.dist.collectives:DistributedError",
                "fedcluster.dist.launch:LaunchError", "fedcluster.fl.validate:TooFewUpdates")
 # Commands that need no torch: no start-up work ahead of them.
-_LIGHT_COMMANDS = frozenset({"validate", "report"})
+_LIGHT_COMMANDS = frozenset({"validate", "report", "config", "compare"})
+# Commands taking overrides: arguments left over between options are theirs (the list
+# named here), so that options and overrides may come in any order.
+_STRAY_INTO = {"run": "config", "partition": "config", "validate": "overrides",
+               "config": "config"}
 
 
 def _imported(errors: tuple[str, ...]) -> tuple[type[BaseException], ...]:
@@ -400,12 +538,26 @@ def import_with_gc_paused() -> None:
             gc.enable()
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with options and overrides in any order: ``argparse`` gives a
+    ``nargs="*"`` positional only the words before the first option, so the words left
+    over after options join it (unknown options stay an error)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    into = _STRAY_INTO.get(args.command)
+    if extra and (into is None or any(a.startswith("-") for a in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        setattr(args, into, [*getattr(args, into), *extra])
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. ``argv=None``, the executable's case, reads ``sys.argv``, and the
     process is fedcluster's own: a command that needs torch imports it first with the
     garbage collector paused (:func:`import_with_gc_paused`). A call with ``argv`` (a
     test, another program) changes nothing global beyond what its command does."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     if argv is None and args.command not in _LIGHT_COMMANDS:
         import_with_gc_paused()
     try:

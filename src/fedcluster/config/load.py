@@ -148,12 +148,41 @@ def parse_overrides(items: list[str]) -> list[tuple[list[str], Any]]:
     return out
 
 
+def strip_json_comments(text: str) -> str:
+    """``text`` with ``//`` comments (to the end of the line, outside strings) removed, as
+    in the reference program's ``conf.json``. Newlines stay, so JSON errors keep their
+    line numbers; a ``//`` inside a string (a URL) is part of the string."""
+    out = []
+    i, n = 0, len(text)
+    in_string = False
+    while i < n:
+        ch = text[i]
+        if in_string:
+            if ch == "\\":
+                out.append(text[i:i + 2])
+                i += 2
+                continue
+            in_string = ch != '"'
+        elif ch == '"':
+            in_string = True
+        elif text.startswith("//", i):
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
 def _read_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found")
     text = path.read_text(encoding="utf-8")
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+        if path.suffix.lower() == ".json":
+            data = json.loads(strip_json_comments(text))
+        else:
+            data = tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
         kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
         raise ConfigError(f"config file {str(path)!r} is not valid {kind}: {e}") from None
@@ -230,12 +259,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
     :mod:`fedcluster.secrets`) win over the file and the overrides. A JSON file in the
     reference program's ``conf.json`` format is mapped first (see :mod:`fedcluster.legacy`).
     ``plugins`` (files or modules, e.g. from ``--plugin``) are added to the config's own;
-    relative plugin files are relative to the config file.
+    relative plugin files are relative to the config file. A ``[sweep]`` table is left
+    out: this is the config its runs start from (see :mod:`fedcluster.sweep`).
     """
     from ..legacy import from_legacy, is_legacy
     from ..plugins import resolve_plugins
 
     data = _read_file(Path(path)) if path is not None else {}
+    data.pop("sweep", None)  # the runs `fedcluster run` makes of it (fedcluster.sweep)
     if path is not None and Path(path).suffix.lower() == ".json" and is_legacy(data):
         data = from_legacy(data)
     for keys, value in parse_overrides(list(overrides)):

@@ -25,7 +25,7 @@ __all__ = ["Config"]
 
 @dataclass(frozen=True)
 class Config(_Section):
-    name: str = "digits"
+    name: str = ""  # "": derived from the run (see derived_name)
     seed: int = 0
     rounds: int = 20
     mode: Literal["federated", "centralized"] = "federated"
@@ -43,6 +43,8 @@ class Config(_Section):
     notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     def __post_init__(self) -> None:
+        if not self.name:  # frozen: set once, here, so that every reader sees the name
+            object.__setattr__(self, "name", self.derived_name())
         ok_name = bool(self.name) and all(ch.isalnum() or ch in "-_." for ch in self.name)
         self._check("name", ok_name, "a non-empty name of letters, digits, '-', '_', '.'")
         self._check("seed", self.seed >= 0, "an integer >= 0")
@@ -70,6 +72,14 @@ class Config(_Section):
         _require("server", "clients_per_round", self.clients_per_round >= k, c,
                  f"enough clients per round ({self.clients_per_round} now) "
                  f"to form cluster.k = {self.cluster.k} clusters")
+
+    def derived_name(self) -> str:
+        """The run's name when ``name`` is not given: ``<dataset>-<method>-k<k>``
+        (``<dataset>-centralized`` for the pooled baseline), e.g. ``mnist-ifca-k3``."""
+        what = "centralized" if self.mode == "centralized" else (
+            f"{self.cluster.method}-k{self.cluster.k}")
+        raw = f"{self.data.dataset}-{what}"
+        return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in raw)
 
     @property
     def clients_per_round(self) -> int:
