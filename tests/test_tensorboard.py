@@ -47,3 +47,25 @@ def test_scalars_and_histograms_are_written(tmp_path) -> None:
     hist = acc.Histograms("clients/train_loss")
     assert [h.step for h in hist] == [1, 2]
     assert hist[0].histogram_value.num == len(rows[0]["clients"])
+
+
+def test_truth_and_fairness_scalars_with_known_groups(tmp_path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = load_config(None, [*SMALL, "data.groups=2", "data.shift=rotate", "data.partition=iid",
+                             "data.min_size=1"], environ={})
+    run_federation(cfg, [RunFiles(tmp_path), TensorBoard(tmp_path / "tensorboard")], tmp_path)
+    acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"histograms": 0})
+    acc.Reload()
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    for tag, key in (("clustering/ari", "ari"), ("clustering/nmi", "nmi"),
+                     ("clustering/changed", "changed"),
+                     ("clients/accuracy_mean", "client_accuracy_mean"),
+                     ("clients/accuracy_p10", "client_accuracy_p10"),
+                     ("clients/accuracy_min", "client_accuracy_min")):
+        got = [(e.step, e.value) for e in acc.Scalars(tag)]
+        assert got == [(r["round"], pytest.approx(r[key], rel=1e-6, abs=1e-9)) for r in rows], tag
+    hist = acc.Histograms("clients/accuracy")
+    assert [h.histogram_value.num for h in hist] == [
+        sum(c["accuracy"] is not None for c in r["clients"]) for r in rows]

@@ -1,8 +1,10 @@
 """TensorBoard scalars and histograms under ``<run>/tensorboard`` (optional extra).
 
 Scalars per round: overall and per-cluster accuracy, top-5 accuracy, loss and size,
-the clustering SSE and the round time; histograms: the sampled clients' training
-losses. Needs the ``tensorboard`` package (``pip install "fedcluster[tensorboard]"``).
+the clustering SSE, the clients that changed cluster, ARI and NMI against the true groups
+(where known), the clients' accuracy mean / p10 / min, and the round time; histograms:
+the sampled clients' training losses and accuracies. Needs the ``tensorboard`` package
+(``pip install "fedcluster[tensorboard]"``).
 """
 
 from __future__ import annotations
@@ -57,11 +59,19 @@ class TensorBoard(Callback):
         for c in result.clusters:
             self._scalar(f"cluster_{c.id}/size", float(len(c.members)), r)
         self._scalar("clustering/sse", result.sse, r)
+        self._scalar("clustering/ari", result.ari, r)
+        self._scalar("clustering/nmi", result.nmi, r)
+        changed = result.clustering.get("changed")
+        self._scalar("clustering/changed", None if changed is None else float(changed), r)
+        for q in ("mean", "p10", "min"):
+            self._scalar(f"clients/accuracy_{q}", result.client_accuracy.get(q), r)
         self._scalar("time/round_seconds", result.seconds, r)
-        losses = np.array([c.train_loss for c in result.clients], dtype=np.float64)
-        losses = losses[~np.isnan(losses)]
-        if losses.size:
-            self.writer.add_histogram("clients/train_loss", losses, r)  # type: ignore[union-attr]
+        for tag, values in (("clients/train_loss", [c.train_loss for c in result.clients]),
+                            ("clients/accuracy", [c.accuracy for c in result.clients])):
+            v = np.array([np.nan if x is None else x for x in values], dtype=np.float64)
+            v = v[~np.isnan(v)]
+            if v.size:
+                self.writer.add_histogram(tag, v, r)  # type: ignore[union-attr]
         self.writer.flush()  # type: ignore[union-attr]
 
     def on_run_end(self, summary: RunSummary) -> None:

@@ -44,6 +44,8 @@ def start_message(ctx: RunContext) -> Message:
 
 def _round_lines(r: RoundResult) -> list[str]:
     lines = [f"accuracy {_f(r.accuracy)}, top-5 {_f(r.top5)}, loss {_f(r.loss)}"]
+    if r.ari is not None or r.nmi is not None:  # the true groups are known
+        lines.append(f"clusters vs true groups: ARI {_f(r.ari)}, NMI {_f(r.nmi)}")
     lines += [f"  cluster {c.id}: accuracy {_f(c.accuracy)}, loss {_f(c.loss)}, "
               f"{len(c.members)} clients" for c in r.clusters]
     return lines
@@ -52,6 +54,7 @@ def _round_lines(r: RoundResult) -> list[str]:
 def _round_data(r: RoundResult) -> dict[str, object]:
     return {"round": r.round, "accuracy": _num(r.accuracy), "top5": _num(r.top5),
             "loss": _num(r.loss), "seconds": round(r.seconds, 3),
+            "ari": _num(r.ari), "nmi": _num(r.nmi),
             "clusters": [{"id": c.id, "size": len(c.members), "accuracy": _num(c.accuracy),
                           "loss": _num(c.loss)} for c in r.clusters]}
 
