@@ -17,10 +17,13 @@ __all__ = [
     "Config",
     "ConfigError",
     "RoundResult",
+    "RunResult",
     "RunSummary",
     "default_callbacks",
     "load_config",
+    "load_models",
     "prepare",
+    "run",
     "run_federation",
 ]
 __version__ = "0.1.0"
@@ -36,6 +39,9 @@ _HOMES: dict[str, str] = {
     "RunSummary": "fedcluster.records",
     "prepare": "fedcluster.build",
     "run_federation": "fedcluster.loop",
+    "run": "fedcluster.api",
+    "RunResult": "fedcluster.api",
+    "load_models": "fedcluster.api",
 }
 
 

@@ -7,6 +7,7 @@ the file (this callback is critical, see :mod:`.base`).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from safetensors.torch import save
@@ -31,8 +32,11 @@ class ModelSaver(Callback):
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise RunDirError(f"cannot create {self.dir}: {e.strerror or e}") from e
+        dataset = summary.context.federation.dataset
         for i, vector in enumerate(summary.models):
             meta = {
+                "input_shape": json.dumps(list(dataset.input_shape)),  # for load_models
+                "num_classes": str(dataset.num_classes),
                 "cluster": str(i),
                 "model": summary.context.config.model.name,
                 "round": str(final.round if final else 0),
