@@ -26,11 +26,18 @@ CASES = {
     "ifca-restarts": ["cluster.method=ifca", "cluster.restarts=2", "cluster.restart_rounds=1"],
     "cfl": ["cluster.method=cfl", "cluster.cfl_eps1=5", "cluster.cfl_eps2=0.01"],
     "auto-k": ["cluster.k=auto", "cluster.k_max=3"],
+    "refine-half-of-the-clients": ["cluster.method=refine", "server.clients_per_round=0.5"],
+    "refine-auto-k-warmup": ["cluster.method=refine", "cluster.k=auto", "cluster.k_max=3",
+                             "cluster.warmup_rounds=1"],
     "early-stop-state": ["stop.loss_delta=100", "stop.patience=3"],
     "centralized": ["mode=centralized"],
     "fedadam": ["server.optimizer=fedadam", "server.lr=0.03"],
     "fedyogi-cfl": ["cluster.method=cfl", "cluster.cfl_eps1=5", "cluster.cfl_eps2=0.01",
                     "server.optimizer=fedyogi", "server.lr=0.03"],
+    "scaffold-half-of-the-clients": ["algorithm.name=scaffold", "client.optimizer=sgd",
+                                     "client.lr=0.1", "server.clients_per_round=0.5"],
+    "scaffold-cfl": ["algorithm.name=scaffold", "client.optimizer=sgd", "client.lr=0.1",
+                     "cluster.method=cfl", "cluster.cfl_eps1=5", "cluster.cfl_eps2=0.01"],
 }
 
 

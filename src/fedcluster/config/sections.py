@@ -140,7 +140,7 @@ class ClusterConfig(_Section):
     _section: ClassVar[str] = "cluster"
     k: int | Literal["auto"] = 2
     k_max: int = 8
-    method: Literal["kmeans", "ifca", "cfl", "hierarchical"] = "kmeans"
+    method: Literal["kmeans", "ifca", "cfl", "hierarchical", "refine"] = "kmeans"
     schedule: Literal["auto", "every-round", "once"] = "auto"
     features: Literal["weights", "updates"] = "weights"
     reduce: Literal["pca2", "sketch", "none"] = "pca2"

@@ -1,11 +1,12 @@
 """Clustering methods for clustered FL, one module each, behind a small registry.
 
-``kmeans`` (the reference), ``hierarchical`` (FL+HC), ``ifca`` and ``cfl``; plus
+``kmeans`` (the reference), ``hierarchical`` (FL+HC), ``ifca``, ``cfl`` and
+``refine`` (one-shot KMeans, then IFCA's loss rule); plus
 the pieces they share: clustering points (features, sketch), cluster matching,
 and diagnostics (SSE and silhouette per k, agreement with true groups).
 """
 
-from . import cfl, fedavg, hierarchical, ifca, kmeans  # noqa: F401  (explicit registration)
+from . import cfl, fedavg, hierarchical, ifca, kmeans, refine  # noqa: F401  (explicit registration)
 from .base import (
     METHODS,
     ClusterMethod,
@@ -23,6 +24,7 @@ from .hierarchical import agglomerative_labels
 from .ifca import IFCA, ifca_assign
 from .kmeans import kmeans_labels
 from .match import match_clusters
+from .refine import Refine
 from .sketch import sketch
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "MethodState",
     "ModelInit",
     "PointSpace",
+    "Refine",
     "RoundView",
     "agglomerative_labels",
     "agreement",

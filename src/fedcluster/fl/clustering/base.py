@@ -94,9 +94,10 @@ METHODS: Registry[MethodFactory] = Registry("clustering method")
 
 
 def build_method(cfg: ClusterConfig) -> ClusterMethod:
-    """The method ``cfg.method`` configured by ``cfg`` (plain FedAvg for kmeans with k = 1)."""
-    from . import cfl, fedavg, hierarchical, ifca, kmeans  # noqa: F401  (registration)
+    """The method ``cfg.method`` configured by ``cfg`` (plain FedAvg for kmeans and refine
+    with k = 1)."""
+    from . import cfl, fedavg, hierarchical, ifca, kmeans, refine  # noqa: F401  (registration)
 
-    if cfg.method == "kmeans" and cfg.k == 1:
+    if cfg.method in ("kmeans", "refine") and cfg.k == 1:
         return METHODS.get("fedavg")(cfg)
     return METHODS.get(cfg.method)(cfg)

@@ -1,0 +1,107 @@
+"""The refine method (one-shot KMeans from a shared model, then IFCA's loss rule) on a
+synthetic federation: client c of group g has the quadratic loss ``|w - t_g|^2`` and
+one round of local training moves halfway to ``t_g``."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from _server import Stepper
+
+from fedcluster.config import ClusterConfig, load_config
+from fedcluster.fl.client import Update
+from fedcluster.fl.clustering import PointSpace, Refine, agreement, build_method
+from fedcluster.loop import run_federation
+
+torch.set_num_threads(1)
+
+TARGETS = 4.0 * torch.eye(4, dtype=torch.float64)  # group g's optimum: 4 e_g
+TRUTH = np.repeat(np.arange(4), 3)  # 12 clients, 3 per group
+
+
+def losses(vectors: torch.Tensor, clients) -> torch.Tensor:
+    """Each model's loss on each client: the squared distance to its group's optimum."""
+    t = TARGETS[TRUTH[list(clients)]]
+    return torch.cdist(t, vectors.double()).pow(2)
+
+
+def train(server: Stepper, clients: np.ndarray, starts: np.ndarray, round_: int,
+          lie: dict[int, int] | None = None) -> list[Update]:
+    """Each client's update: halfway from its start model to its optimum, plus a little
+    seeded noise; ``lie`` gives some clients another group's optimum for this round."""
+    g = torch.Generator().manual_seed(round_)
+    out = []
+    for c, s in zip(clients, starts, strict=True):
+        group = (lie or {}).get(int(c), TRUTH[c])
+        start = server.models[int(s)]
+        delta = 0.5 * (TARGETS[group] - start) + 0.02 * torch.randn(4, generator=g,
+                                                                     dtype=torch.float64)
+        out.append(Update(int(c), delta, 10, 0.0, 1))
+    return out
+
+
+def play(server: Stepper, round_: int, clients, lie=None):
+    clients = np.asarray(clients)
+    starts = server.assign(round_, clients, losses)
+    return starts, server.step(train(server, clients, starts, round_, lie), seed=0,
+                               round_=round_)
+
+
+def refine(k=4, **kw) -> Stepper:
+    cfg = ClusterConfig(method="refine", k=k, reduce="none", k_max=6, **kw)
+    copies = 1 if k == "auto" else k
+    return Stepper(torch.zeros(copies, 4, dtype=torch.float64), 12, 1.0, build_method(cfg),
+                   PointSpace("weights", "none"), k_max=6)
+
+
+def test_build_method_gives_refine():
+    assert isinstance(build_method(ClusterConfig(method="refine", k=3)), Refine)
+
+
+def test_a_misplaced_client_moves_to_its_own_cluster():
+    server = refine()
+    everyone = np.arange(12)
+    _, first = play(server, 1, everyone, lie={0: 1})  # client 0 looks like group 1
+    assert first.clusters[0] == first.clusters[3] != first.clusters[1]  # misplaced
+    assert agreement(TRUTH[1:], first.clusters[1:])[0] == 1.0
+    starts, second = play(server, 2, everyone)
+    assert starts[0] == first.clusters[1]  # its own group's model fits it best
+    assert second.diagnostics["changed"] == 1
+    assert agreement(TRUTH, server.assignment)[0] == 1.0
+    assert json.loads(json.dumps(server.state.method)) == {"clustered": list(range(12))}
+
+
+def test_clients_first_seen_later_join_the_right_cluster():
+    server = refine()
+    early = np.array([0, 3, 6, 9, 1, 4])  # groups 0-3 and two more: half the clients
+    play(server, 1, early)
+    assert (server.assignment[[2, 5, 7, 8, 10, 11]] == -1).all()
+    assert agreement(TRUTH[early], server.assignment[early])[0] == 1.0
+    starts, _ = play(server, 2, np.array([2, 5, 7, 8, 10, 11]))
+    assert agreement(TRUTH, server.assignment)[0] == 1.0
+    assert starts.tolist() == server.assignment[[2, 5, 7, 8, 10, 11]].tolist()
+
+
+def test_warmup_is_fedavg_from_one_model_and_auto_k_finds_the_groups():
+    server = refine(k="auto", warmup_rounds=1)
+    starts, first = play(server, 1, np.arange(12))
+    assert (starts == 0).all() and (first.clusters == 0).all() and server.k == 1
+    assert not server.state.method.get("clustered")  # nobody placed during the warm-up
+    _, second = play(server, 2, np.arange(12))  # clusters the updates from the warm-up model
+    assert server.k == 4 and second.diagnostics["k_chosen"] == 4
+    assert agreement(TRUTH, server.assignment)[0] == 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_permuted_digits_with_half_of_the_clients_reach_ari_1(seed):
+    """Label-permuted digits, disjoint pools, 20 clients in 4 groups, half sampled per
+    round: every client ends in its group's cluster."""
+    cfg = load_config(None, [
+        "data.num_clients=20", "data.groups=4", "data.shift=permute-labels",
+        "data.replicate=false", "data.partition=iid", "data.normalize=false",
+        "model.name=mlp", "model.hidden=[64]", "client.batch_size=10", "client.lr=0.05",
+        "cluster.method=refine", "cluster.k=4", "cluster.reduce=none",
+        "server.clients_per_round=0.5", "rounds=8", f"seed={seed}", "run.threads=1"])
+    final = run_federation(cfg).final
+    assert final.ari == 1.0
