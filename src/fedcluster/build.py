@@ -27,6 +27,7 @@ from .data.federation import Federation
 from .engines import Engine, make_engine
 from .engines.tuning import plan_threads, use_channels_last
 from .fl.aggregate import Aggregator, LocalAggregator
+from .fl.attack import attack_of, flipped
 from .fl.clustering import ModelInit, PointSpace, build_method
 from .fl.flat import FlatModel
 from .fl.robust import Rule
@@ -124,6 +125,8 @@ def prepare(cfg: Config, run_dir: Path | None = None,
     With ``dist`` the engine is distributed over the process group's ranks.
     """
     ctx = build_context(cfg, run_dir, dist)
+    if cfg.attack.kind == "label-flip":  # the attackers train on flipped labels
+        ctx = dataclasses.replace(ctx, federation=flipped(ctx.federation, attack_of(cfg)))
     dataset = ctx.federation.dataset
     augment = build_augment(dataset.augmentation, dataset.mean, dataset.std, cfg.data.augment)
     engine: Engine = make_engine(cfg, ctx.federation, ctx.model, ctx.device, augment,

@@ -27,6 +27,7 @@ from .checkpoint import CheckpointError, save_checkpoint
 from .config import Config, StopConfig
 from .data.federation import Federation
 from .engines import Engine
+from .fl.attack import attack_of
 from .fl.clustering import ModelInit, agreement
 from .fl.evaluate import EvalStats
 from .fl.sampling import sample_clients
@@ -52,6 +53,7 @@ class FederatedRounds:
                  start: ModelInit) -> None:
         self.cfg, self.federation, self.engine, self.server = cfg, federation, engine, server
         self.start = start
+        self.attack = attack_of(cfg)  # simulated attackers (fl/attack.py); "none" by default
         self.restarts = getattr(server.method, "restarts", 1)
         self.restart_rounds = min(cfg.cluster.restart_rounds, cfg.rounds)
 
@@ -86,7 +88,7 @@ class FederatedRounds:
             if update is None:
                 break
             # the engine's own copy can be freed now; a wrong-sized update is a failed one
-            update = updates.add(screen(update, state.models[0]))
+            update = updates.add(self.attack(screen(update, state.models[0]), round_))
             with prof.section("io"):
                 callbacks.client_done(round_, update)
         with prof.section("aggregate"):  # less the "cluster" sections inside the step
@@ -121,7 +123,7 @@ class FederatedRounds:
             info.diagnostics, prof.pop(),
             rejected={int(ids[j]): why for j, why in verdict.reasons.items()},
             clipped=[int(ids[j]) for j in verdict.scale],
-            skipped=verdict.kept < cfg.server.min_clients)
+            skipped=verdict.kept < cfg.server.min_clients, attackers=self.attack.among(ids))
 
     def _validate(self, round_: int, updates: RoundUpdates) -> Verdict:
         """Which updates the server accepts (fl/validate.py), logged once per round; the

@@ -78,6 +78,7 @@ class RoundResult:
     rejected: dict[int, str] = field(default_factory=dict)  # client -> why it was left out
     clipped: list[int] = field(default_factory=list)  # clients scaled to max_update_norm
     skipped: bool = False  # too few accepted updates (server.min_clients): no model step
+    attackers: list[int] = field(default_factory=list)  # sampled clients that attacked
 
     def to_json(self) -> dict[str, Any]:
         diag = dict(self.clustering)
@@ -94,7 +95,9 @@ class RoundResult:
                 "clusters": [c.to_json() for c in self.clusters],
                 "clients": [c.to_json() for c in self.clients],
                 "rejected": {str(c): why for c, why in self.rejected.items()},
-                "clipped": self.clipped, "skipped": self.skipped}
+                "clipped": self.clipped, "skipped": self.skipped,
+                "attackers": self.attackers,  # and those whose update the server accepted:
+                "attackers_kept": [a for a in self.attackers if a not in self.rejected]}
         if self.profile is not None:
             out["profile"] = self.profile
         return out

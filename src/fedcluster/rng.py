@@ -11,13 +11,14 @@ import numpy as np
 import torch
 
 __all__ = [
-    "CLIENT", "CLUSTER", "INIT", "PARTITION", "SAMPLING", "SHIFT", "SKETCH", "key_seed",
+    "ATTACK", "CLIENT", "CLUSTER", "INIT", "PARTITION", "SAMPLING", "SHIFT", "SKETCH", "key_seed",
     "numpy_rng", "torch_gen",
 ]
 
 # Stream tags keep the draws of different purposes independent.
 PARTITION, SAMPLING, CLIENT, CLUSTER, INIT = 1, 2, 3, 4, 5
 SHIFT, SKETCH = 6, 7  # known-structure federations; random-projection sketches
+ATTACK = 8  # simulated attackers (fl/attack.py)
 
 
 def key_seed(*key: int) -> int:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import config_to_toml
+from ..fl.attack import attack_of
 from ..records import RoundResult, RunContext, RunSummary
 from ..rundir import RunDirError, atomic_write
 from .base import Callback
@@ -96,6 +97,8 @@ class RunFiles(Callback):
             "train": train.tolist(),
             "eval": test.tolist(),
             "groups": ctx.federation.groups.tolist(),  # each client's true group
+            # the simulated attackers ([attack], chosen by the seed; fl/attack.py)
+            "attackers": sorted(attack_of(ctx.config).attackers),
         }
         with self._writing("partition.json"):
             atomic_write(self.run_dir / "partition.json", json.dumps(partition))

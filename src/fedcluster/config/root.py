@@ -11,6 +11,7 @@ from .base import _require, _Section
 from .reporting import NotifyConfig, PlotsConfig, TensorBoardConfig
 from .sections import (
     AlgorithmConfig,
+    AttackConfig,
     ClientConfig,
     ClusterConfig,
     DataConfig,
@@ -37,6 +38,7 @@ class Config(_Section):
     server: ServerConfig = field(default_factory=ServerConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     stop: StopConfig = field(default_factory=StopConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
     run: RunConfig = field(default_factory=RunConfig)
     plots: PlotsConfig = field(default_factory=PlotsConfig)
     tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)
@@ -69,6 +71,10 @@ class Config(_Section):
                      self.server.byzantine,
                      f"small enough for server.aggregator = {self.server.aggregator!r} over "
                      f"n = {self.clients_per_round} clients per round ({rule})")
+        a = self.attack
+        _require("attack", "fraction", a.kind == "none" or round(a.fraction * n) >= 1,
+                 a.fraction, f"a fraction that makes at least one of data.num_clients = {n} "
+                 f"clients an attacker (attack.kind = {a.kind!r})")
         _require("server", "clients_per_round", self.clients_per_round >= k, c,
                  f"enough clients per round ({self.clients_per_round} now) "
                  f"to form cluster.k = {self.cluster.k} clusters")

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from .base import _Section
 
 __all__ = ["ClientConfig", "ClusterConfig", "DataConfig", "ModelConfig", "RunConfig",
-           "ServerConfig", "StopConfig", "AlgorithmConfig"]
+           "ServerConfig", "StopConfig", "AlgorithmConfig", "AttackConfig"]
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,20 @@ class ClusterConfig(_Section):
         if self.schedule != "auto":
             return self.schedule
         return "once" if self.method == "hierarchical" else "every-round"
+
+
+@dataclass(frozen=True)
+class AttackConfig(_Section):
+    """Simulated attackers (fl/attack.py): ``fraction`` of the clients, chosen by the seed."""
+
+    _section: ClassVar[str] = "attack"
+    kind: Literal["none", "sign-flip", "scale", "gaussian", "nan", "label-flip"] = "none"
+    fraction: float = 0.2
+    scale: float = 10.0  # sign-flip and scale: the factor; gaussian: the noise's std
+
+    def __post_init__(self) -> None:
+        self._check("fraction", 0 <= self.fraction <= 1, "a fraction in [0, 1]")
+        self._check("scale", self.scale > 0, "a number > 0")
 
 
 @dataclass(frozen=True)
