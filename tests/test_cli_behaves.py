@@ -235,3 +235,27 @@ def test_validate_build_reports_what_it_built(plugin, mnist_root, capsys):
     params = 28 * 28 * 5 + 5 + 5 * 10 + 10  # a hidden layer of 5, then 10 classes
     assert (f"built on cpu: samples [1, 28, 28], 10 classes, {params:,} parameters, "
             "sequential engine") in out
+
+
+@pytest.mark.parametrize(("dataset", "where"), [("mnist", "ossci-datasets"),
+                                                ("cifar10", "cifar-10-python.tar.gz")])
+def test_a_download_without_network_is_one_line_saying_what_to_fetch_where(
+        dataset, where, tmp_path, monkeypatch, capsys):
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network here")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    out = tmp_path / "run"
+    code = main(["run", f"data.dataset={dataset}", "data.download=true",
+                 f"data.root={tmp_path / 'data'}", "--out", str(out), "-q"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert f"dataset '{dataset}': data.download = true but the download failed (" \
+        in captured.err and "no network here" in captured.err
+    assert where in captured.err and str(tmp_path / "data") in captured.err
+    assert captured.out == ""  # torchvision's attempts went to the debug log
+    assert not (out / "metrics.jsonl").exists()

@@ -10,11 +10,15 @@ unpickler that only admits the numpy array types, never arbitrary objects.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import importlib
+import io
 import logging
 import pickle
 import shutil
+import urllib.error
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -33,6 +37,23 @@ log = logging.getLogger(__name__)
 MNIST_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 CIFAR_DIR = "cifar-10-batches-py"  # torchvision's CIFAR10.base_folder
+
+
+def _download(name: str, by_hand: str, fetch: Callable[[], object]) -> None:
+    """Run torchvision's download ``fetch``; a failure (no network, a mirror down) is one
+    DataError saying what to fetch where by hand, not torchvision's traceback. What
+    torchvision prints while trying its mirrors goes to the debug log."""
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            fetch()
+    except (OSError, urllib.error.URLError, RuntimeError) as e:
+        log.debug("torchvision while downloading %s:\n%s", name, printed.getvalue())
+        # MNIST reports each mirror's error over several lines: the last one, on one line
+        reason = " ".join(str(getattr(e, "reason", None) or e).split()).rpartition("got: ")[2]
+        raise DataError(f"dataset {name!r}: data.download = true but the download failed "
+                        f"({reason}); without network, {by_hand}") from None
+    log.debug("torchvision while downloading %s:\n%s", name, printed.getvalue())
 
 
 def _tv() -> ModuleType:
@@ -86,12 +107,13 @@ def mnist(cfg: DataConfig) -> ArrayDataset:
     present = lambda: all(f.exists() for f in files)  # noqa: E731
     if any(f.with_name(f.name + ".gz").exists() for f in files):
         run_once(root, present, lambda: _extract_gz(files))
+    by_hand = (f"copy the four files from {_tv().MNIST.mirrors[0]} (.gz is fine: they are "
+               f"extracted) into {files[0].parent}/")
     if cfg.download:
-        run_once(root, present, lambda: (_tv().MNIST(str(root), train=True, download=True),
-                                         _tv().MNIST(str(root), train=False, download=True)))
-    require_files("mnist", files, (
-        "Set data.download = true (needs network), or copy the four files from "
-        f"{_tv().MNIST.mirrors[0]} (.gz is fine: they are extracted) into {files[0].parent}/"))
+        run_once(root, present, lambda: _download("mnist", by_hand, lambda: (
+            _tv().MNIST(str(root), train=True, download=True),
+            _tv().MNIST(str(root), train=False, download=True))))
+    require_files("mnist", files, f"Set data.download = true (needs network), or {by_hand}")
     train_x, train_y = _read_mnist(root, True, files[:2])
     test_x, test_y = _read_mnist(root, False, files[2:])
     return ArrayDataset(train_x, train_y, test_x, test_y, 10, (0.1307,), (0.3081,),
@@ -157,12 +179,13 @@ def _verify(files: list[Path]) -> None:
 def cifar10(cfg: DataConfig) -> ArrayDataset:
     """CIFAR-10: 50,000 + 10,000 colour images, 3x32x32 (crop 32 pad 4, horizontal flip)."""
     root, files = cifar_root(cfg), cifar10_files(cfg)
+    by_hand = (f"download {_tv().CIFAR10.url} and extract it in {root}/ (it creates "
+               f"{CIFAR_DIR}/).")
     if cfg.download:
         run_once(root, lambda: all(f.exists() for f in files),
-                 lambda: _tv().CIFAR10(str(root), train=True, download=True))
-    require_files("cifar10", files, (
-        f"Set data.download = true (needs network), or download {_tv().CIFAR10.url} and extract "
-        f"it in {root}/ (it creates {CIFAR_DIR}/)."))
+                 lambda: _download("cifar10", by_hand,
+                                   lambda: _tv().CIFAR10(str(root), train=True, download=True)))
+    require_files("cifar10", files, f"Set data.download = true (needs network), or {by_hand}")
     if cfg.verify:
         _verify(files)
     n_train = len(_tv().CIFAR10.train_list)
