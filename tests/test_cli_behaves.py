@@ -89,7 +89,8 @@ def _flat(data: dict, prefix: str = "") -> dict:
     return out
 
 
-def test_config_defaults_prints_every_key_and_loads_back(tmp_path, capsys):
+def test_config_defaults_prints_every_key_and_loads_back(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FEDCLUSTER_TELEGRAM_TOKEN", "123:abc")  # not a default: left out
     assert main(["config", "--defaults"]) == 0
     text = capsys.readouterr().out
     printed = _flat(tomllib.loads(text))
@@ -98,9 +99,10 @@ def test_config_defaults_prints_every_key_and_loads_back(tmp_path, capsys):
     assert printed["name"] == "" and printed["rounds"] == Config.rounds
     assert {k: v for k, v in printed.items() if k != "name"} == {
         k: v for k, v in expected.items() if k != "name"}
+    assert printed["notify.telegram.token"] == ""
     path = tmp_path / "defaults.toml"
     path.write_text(text)
-    assert load_config(path) == load_config(None)
+    assert load_config(path, environ={}) == load_config(None, environ={})
 
 
 def test_config_prints_a_file_resolved_and_refuses_defaults_with_overrides(capsys):

@@ -348,7 +348,9 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.defaults and (path or overrides):
         raise ConfigError("--defaults prints the built-in defaults; drop the config and "
                           "overrides, or drop --defaults to print them resolved")
-    cfg = load_config(path, overrides, plugins=args.plugin)
+    # the defaults are the code's own: no secrets from the environment in them
+    cfg = load_config(path, overrides, environ={} if args.defaults else None,
+                      plugins=args.plugin)
     data = cfg.to_dict()
     if args.defaults:
         data["name"] = ""  # the default: derived from the run
