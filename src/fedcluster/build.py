@@ -31,6 +31,7 @@ from .fl.attack import attack_of, flipped
 from .fl.clustering import ModelInit, PointSpace, build_method
 from .fl.flat import FlatModel
 from .fl.robust import Rule
+from .fl.scaffold import Scaffold
 from .fl.server import Server
 from .fl.server_opt import ServerOpt
 from .fl.state import RunState
@@ -190,6 +191,9 @@ def build(cfg: Config, run_dir: Path | None = None, dist: DistInfo | None = None
         return Run(ctx, PooledRounds(cfg, ctx), LocalAggregator(), run_dir is not None)
     from .loop import FederatedRounds
 
+    if dist is not None and cfg.algorithm.name == "scaffold":
+        raise ConfigError('algorithm.name = "scaffold" runs in one process for now; run it '
+                          "without torchrun or --nproc")
     ctx, engine = prepare(cfg, run_dir, dist)
     aggregator: Aggregator = LocalAggregator()
     if dist is not None:
@@ -205,6 +209,11 @@ def build(cfg: Config, run_dir: Path | None = None, dist: DistInfo | None = None
     if cfg.server.aggregator != "mean":  # a robust rule per cluster (fl/robust.py)
         server = dataclasses.replace(server, rule=Rule(cfg.server.aggregator, cfg.server.trim,
                                                        cfg.server.byzantine))
-    rounds = FederatedRounds(cfg, ctx.federation, engine, server, model_init(cfg, ctx))
+    scaffold = None
+    if cfg.algorithm.name == "scaffold":
+        scaffold = Scaffold(ctx.federation.num_clients, ctx.model.num_params, cfg.client.lr,
+                            run_dir)
+    rounds = FederatedRounds(cfg, ctx.federation, engine, server, model_init(cfg, ctx),
+                             scaffold)
     writes = run_dir is not None and (dist is None or dist.is_main)
     return Run(ctx, rounds, aggregator, writes)

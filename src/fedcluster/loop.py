@@ -31,6 +31,7 @@ from .fl.attack import attack_of
 from .fl.clustering import ModelInit, agreement
 from .fl.evaluate import EvalStats
 from .fl.sampling import sample_clients
+from .fl.scaffold import Scaffold
 from .fl.server import RoundUpdates, Server, StepInfo
 from .fl.state import RunState, members, new_state, start_cluster
 from .fl.validate import TooFewUpdates, Verdict, check_updates, screen
@@ -50,9 +51,10 @@ class FederatedRounds:
     """The federated round (see the module docstring) of one run's parts."""
 
     def __init__(self, cfg: Config, federation: Federation, engine: Engine, server: Server,
-                 start: ModelInit) -> None:
+                 start: ModelInit, scaffold: Scaffold | None = None) -> None:
         self.cfg, self.federation, self.engine, self.server = cfg, federation, engine, server
         self.start = start
+        self.scaffold = scaffold  # SCAFFOLD's control variates (fl/scaffold.py), or None
         self.attack = attack_of(cfg)  # simulated attackers (fl/attack.py); "none" by default
         self.restarts = getattr(server.method, "restarts", 1)
         self.restart_rounds = min(cfg.cluster.restart_rounds, cfg.rounds)
@@ -81,7 +83,11 @@ class FederatedRounds:
             state, starts = server.assign(state, round_, sampled, engine.client_losses)
         jobs = [(int(c), state.models[s]) for c, s in zip(sampled, starts, strict=True)]
         updates = RoundUpdates(len(jobs))
-        it = engine.train(round_, jobs)
+        if self.scaffold is None:
+            it = engine.train(round_, jobs)
+        else:  # each client's gradient correction c_k - c_i
+            state, corrections = self.scaffold.corrections(state, sampled, starts)
+            it = engine.train(round_, jobs, corrections)
         while True:
             with prof.section("train"):
                 update = next(it, None)
@@ -97,6 +103,8 @@ class FederatedRounds:
                 kept = updates if verdict.keep.all() else RoundUpdates.of(
                     [u for u, keep in zip(updates.updates, verdict.keep, strict=True) if keep])
                 state, info = server.step(state, round_, kept, previous, prof)
+                if self.scaffold is not None:
+                    state = self.scaffold.update(state, kept, starts[verdict.keep])
             else:  # no model step: the state before this round's assignment
                 self._too_few(round_, verdict)
                 state, info = before, StepInfo(starts[verdict.keep], None, None, [])

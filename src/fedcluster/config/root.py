@@ -53,6 +53,10 @@ class Config(_Section):
         self._check("rounds", self.rounds >= 1, "an integer >= 1")
         _require("algorithm", "name", self.mode == "federated" or self.algorithm.name == "fedavg",
                  self.algorithm.name, '"fedavg" with mode = "centralized" (no clients)')
+        _require("algorithm", "name", self.algorithm.name != "scaffold" or (
+            self.client.optimizer == "sgd" and self.client.momentum == 0), self.algorithm.name,
+            'client.optimizer = "sgd" with client.momentum = 0 for "scaffold" (its control '
+            "variates are estimated from plain SGD steps)")
         n = self.data.num_clients
         k = self.cluster.k_initial if self.cluster.k != "auto" else 1
         _require("cluster", "k", k <= n, self.cluster.k, f"at most data.num_clients = {n}")

@@ -79,10 +79,11 @@ class ClientConfig(_Section):
 
 @dataclass(frozen=True)
 class AlgorithmConfig(_Section):
-    """The clients' local objective (fl/client.py): FedAvg's, or FedProx's proximal one."""
+    """The clients' local objective (fl/client.py): FedAvg's, FedProx's proximal one, or
+    SCAFFOLD's corrected gradients (fl/scaffold.py)."""
 
     _section: ClassVar[str] = "algorithm"
-    name: Literal["fedavg", "fedprox"] = "fedavg"
+    name: Literal["fedavg", "fedprox", "scaffold"] = "fedavg"
     mu: float = 0.01  # fedprox: the weight of mu/2 ||w - w_start||^2
 
     def __post_init__(self) -> None:

@@ -127,20 +127,27 @@ class SequentialEngine:
 
         return results()
 
-    def _train_one(self, r: _Replica, round_: int, client: int, start: torch.Tensor) -> Update:
+    def _train_one(self, r: _Replica, round_: int, client: int, start: torch.Tensor,
+                   correction: torch.Tensor | None = None) -> Update:
         gen = torch_gen(self.seed, CLIENT, round_, client)
         idx = self.train_idx[client]
         try:
             delta, loss, steps = local_train(r.model, start, self.train_x, self.train_y, idx,
-                                             self.client, gen, self.augment, r.opt, r.grad, self.mu)
+                                             self.client, gen, self.augment, r.opt, r.grad, self.mu,
+                                             correction)
         except Exception as e:  # the client fails, not the run: the server leaves it out
             log.debug("round %d: client %d failed", round_, client, exc_info=True)
             return failed_update(client, start, len(idx), e)
         return Update(client, delta, len(idx), loss, steps)
 
-    def train(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]]) -> Iterator[Update]:
+    def train(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]],
+              corrections: torch.Tensor | None = None) -> Iterator[Update]:
+        """Train each ``(client, start)``; ``corrections`` (``[jobs, params]``, SCAFFOLD's)
+        are added to each client's every gradient."""
         jobs = list(jobs)
         sizes = [len(self.train_idx[c]) for c, _ in jobs]
+        if corrections is not None:
+            jobs = [(c, s, corrections[j]) for j, (c, s) in enumerate(jobs)]
         yield from self._map(lambda r, job: self._train_one(r, round_, *job), jobs, sizes)
 
     def _forward(self, r: _Replica) -> Forward | None:

@@ -125,6 +125,7 @@ class VmapEngine:
         order = sorted(range(len(jobs)), key=lambda j: -self._steps(jobs[j][0]))
         clients = [jobs[j][0] for j in order]
         starts = torch.stack([jobs[j][1] for j in order])
+        corr = torch.stack([jobs[j][2] for j in order]) if len(jobs[0]) > 2 else None
         stack = starts.clone()
         params, buffers = stack[:, :p], stack[0, p:]
         idx, weight, steps = self._batches(round_, clients)
@@ -137,6 +138,8 @@ class VmapEngine:
                                     weight[s, :rows])
             if self.mu is not None:  # FedProx: the gradient of mu/2 ||w - start||^2
                 g.add_(params[:rows] - starts[:rows, :p], alpha=self.mu)
+            if corr is not None:  # SCAFFOLD: c_k - c_i (fl/scaffold.py)
+                g.add_(corr[:rows])
             opt.step(params[:rows], g, rows)
             loss_sum[:rows] += loss.detach()
         delta = stack - starts
@@ -152,7 +155,12 @@ class VmapEngine:
         return steps_per_epoch(len(self.data.train_idx[client]), self.client) * \
             self.client.local_epochs
 
-    def train(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]]) -> Iterator[Update]:
+    def train(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]],
+              corrections: torch.Tensor | None = None) -> Iterator[Update]:
+        """Train each ``(client, start)``; ``corrections`` (``[jobs, params]``, SCAFFOLD's)
+        are added to each client's every gradient."""
+        if corrections is not None:
+            jobs = [(c, s, corrections[j]) for j, (c, s) in enumerate(jobs)]
         size = self.chunk or max(len(jobs), 1)
         for lo in range(0, len(jobs), size):
             yield from self._train_guarded(round_, jobs[lo:lo + size])
@@ -165,7 +173,7 @@ class VmapEngine:
             return self._train_chunk(round_, jobs)
         except Exception as e:
             if len(jobs) == 1:
-                c, start = jobs[0]
+                c, start = jobs[0][:2]
                 log.debug("round %d: client %d failed", round_, c, exc_info=True)
                 return [failed_update(c, start, len(self.data.train_idx[c]), e)]
         return [u for job in jobs for u in self._train_guarded(round_, [job])]

@@ -53,7 +53,8 @@ def local_train(model: FlatModel, start: torch.Tensor, x: torch.Tensor, y: torch
                 augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
                 opt: FlatOptimizer | None = None,
                 grad: torch.Tensor | None = None,
-                prox_mu: float | None = None) -> tuple[torch.Tensor, float, int]:
+                prox_mu: float | None = None,
+                correction: torch.Tensor | None = None) -> tuple[torch.Tensor, float, int]:
     """Train ``model`` from ``start`` on samples ``x[idx], y[idx]``; return (delta, loss, steps).
 
     ``start`` is copied into the model, never aliased; batch order comes from ``generator``,
@@ -65,6 +66,8 @@ def local_train(model: FlatModel, start: torch.Tensor, x: torch.Tensor, y: torch
     Heterogeneous Networks", MLSys 2020): the loss plus ``prox_mu / 2 * ||w - start||^2``
     over the parameters, whose gradient ``prox_mu * (w - start)`` is added to each step's
     (the reported loss is the data loss alone). ``prox_mu = 0`` adds zeros: FedAvg's steps.
+    ``correction`` (``[num_params]``, SCAFFOLD's ``c_k - c_i``) is added to every step's
+    gradient.
     """
     model.load(start)
     module = model.module
@@ -91,6 +94,8 @@ def local_train(model: FlatModel, start: torch.Tensor, x: torch.Tensor, y: torch
             loss.backward()
             if diff is not None:  # FedProx: the gradient of prox_mu/2 ||w - start||^2
                 grad.add_(torch.sub(params.detach(), anchor, out=diff), alpha=prox_mu)
+            if correction is not None:
+                grad.add_(correction)
             opt.step(params.detach(), grad)
             loss_sum += loss.detach()
             steps += 1

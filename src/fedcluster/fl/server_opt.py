@@ -105,9 +105,15 @@ def apply(models: torch.Tensor, targets: torch.Tensor, active: Sequence[int],
           broadcast: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Step the ``active`` clusters (those that received updates) of ``models [K, D]``
     towards ``targets [K, D]``; the others keep their model and state. With
-    ``broadcast`` every model and state then takes cluster 0's. Returns new tensors."""
+    ``broadcast`` every model and state then takes cluster 0's. Returns new tensors.
+
+    Entries of ``state`` that are not this rule's (another algorithm's per-cluster
+    tensors, such as SCAFFOLD's control variates) are kept, and broadcast alike.
+    """
     new = models.clone()
     p = models.shape[1] if opt.params is None else opt.params
+    others = {k: t for k, t in state.items() if k not in OPTIMIZERS[opt.name]}
+    state = {k: t for k, t in state.items() if k in OPTIMIZERS[opt.name]}
     if opt.name != "fedavg" and not state:
         state = init_state(opt, models[:, :p])
     if len(active):
@@ -126,4 +132,5 @@ def apply(models: torch.Tensor, targets: torch.Tensor, active: Sequence[int],
     if broadcast:
         new[1:] = new[0]
         state = {k: t[:1].expand_as(t).clone() for k, t in state.items()}
-    return new, state
+        others = {k: t[:1].expand_as(t).clone() for k, t in others.items()}
+    return new, {**others, **state}

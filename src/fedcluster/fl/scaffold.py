@@ -1,0 +1,84 @@
+"""SCAFFOLD's control variates, per client and per cluster.
+
+Karimireddy et al., "SCAFFOLD: Stochastic Controlled Averaging for Federated Learning",
+ICML 2020 (Algorithm 1, option II). Client ``i`` keeps a control variate ``c_i`` (in the
+client-state store, fl/client_state.py) and each cluster model ``k`` one ``c_k`` (in
+``RunState.server_opt``, so a cluster opened mid-run copies its parent's, as the server
+optimisers' state does). A client that starts from cluster ``k`` takes its local SGD
+steps on the corrected gradient ``g(y) - c_i + c_k`` (fl/client.py); after its ``K``
+steps of learning rate ``lr`` it reports ``delta = y - x`` and
+
+- ``c_i <- c_i - c_k - delta / (K * lr)``   (a client that took no step keeps ``c_i``);
+- ``c_k <- c_k + sum(c_i_new - c_i) / N_k`` over the round's accepted clients that
+  started from ``k``, ``N_k`` being ``k``'s members after the round (at least 1; the
+  paper's ``N`` for ``cluster.k = 1`` once every client has been placed).
+
+The models move as in FedAvg (``server.optimizer``, ``server.lr`` = the paper's global
+step). Only parameters have control variates (``P`` leading entries of a model vector).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .client_state import client_store, rows, write
+from .server import RoundUpdates
+from .state import RunState
+
+__all__ = ["KEY", "Scaffold"]
+
+KEY = "scaffold.c"  # the store's key in RunState.clients and the clusters' in server_opt
+
+
+@dataclass(frozen=True)
+class Scaffold:
+    """SCAFFOLD's state updates for a federation of ``num_clients`` and models whose first
+    ``params`` entries are parameters, trained by local SGD at learning rate ``lr``."""
+
+    num_clients: int
+    params: int
+    lr: float
+    directory: Path | None = None  # where a memory-mapped store's file is made
+
+    def prepare(self, state: RunState) -> RunState:
+        """``state`` with the client store and the cluster control variates (zeros when new)."""
+        like = state.models[0, :self.params]
+        state, _ = client_store(state, KEY, self.num_clients, self.params, like, self.directory)
+        if KEY not in state.server_opt:
+            zeros = torch.zeros(state.k, self.params, dtype=like.dtype, device=like.device)
+            state = dataclasses.replace(state, server_opt={**state.server_opt, KEY: zeros})
+        return state
+
+    def corrections(self, state: RunState, clients: np.ndarray, starts: np.ndarray
+                    ) -> tuple[RunState, torch.Tensor]:
+        """The prepared state and each client's gradient correction ``c_k - c_i`` ``[m, P]``."""
+        state = self.prepare(state)
+        c = state.server_opt[KEY]
+        own = rows(state.clients[KEY], clients)
+        return state, c[torch.as_tensor(starts, device=c.device)] - own
+
+    def update(self, state: RunState, updates: RoundUpdates, starts: np.ndarray) -> RunState:
+        """The state after the round's accepted ``updates`` (their start clusters ``starts``):
+        new client control variates (written into the store in place) and cluster ones."""
+        clients = updates.clients
+        if not len(clients):
+            return state
+        store, c = state.clients[KEY], state.server_opt[KEY]
+        starts_t = torch.as_tensor(starts, device=c.device)
+        steps = torch.tensor([float(u.steps) for u in updates.updates], dtype=c.dtype,
+                             device=c.device)
+        old = rows(store, clients)
+        deltas = updates.deltas[:, :self.params].to(c.dtype)
+        new = old - c[starts_t] - deltas / (steps.clamp_min(1) * self.lr)[:, None]
+        new[steps == 0] = old[steps == 0]
+        members = np.bincount(state.assignment[state.assignment >= 0], minlength=state.k)
+        n_k = torch.as_tensor(np.maximum(members, 1), dtype=c.dtype, device=c.device)
+        change = torch.zeros_like(c).index_add_(0, starts_t, new - old)
+        write(store, clients, new)
+        return dataclasses.replace(state, server_opt={**state.server_opt,
+                                                      KEY: c + change / n_k[:, None]})
