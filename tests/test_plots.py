@@ -178,7 +178,7 @@ def test_report_confusion_table_counts_truth_against_assignment(tmp_path: Path) 
     from fedcluster.plots import write_report
 
     run, (truth, assign) = _grouped_run(tmp_path)
-    files = draw_figures(run, every=1)
+    files = draw_figures(run, every=0)
     assert "clusters-truth.png" in [f.name for f in files]
     html = write_report(run, files).read_text()
     rows = _html_table(html, "True group &times; cluster (round 3)")
