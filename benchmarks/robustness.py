@@ -38,7 +38,7 @@ def main() -> None:
     p.add_argument("--scale", type=float, default=10.0)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--k", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--aggregators", nargs="+", default=list(RULES))
+    p.add_argument("--aggregators", nargs="+", default=list(RULES), choices=list(RULES))
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     attack = [f"attack.kind={args.attack}", f"attack.fraction={args.fraction}",

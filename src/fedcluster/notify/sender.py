@@ -6,11 +6,15 @@ HTTP 429 (a few times at most), splits long texts, and logs the first failure of
 service as a warning (later ones at debug level), with every secret masked (its own
 logs, the texts it sends, and urllib3's debug lines, which show request paths).
 ``close`` waits a bounded time for the queue to drain, then gives up on what is left.
+The run's final result and its failure (events ``end`` and ``error``) go out before any
+progress message still waiting, so a fast run's flood of round messages never holds
+them back past ``close``'s bound.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import queue
 import threading
@@ -25,6 +29,7 @@ __all__ = ["MaskSecrets", "Sender"]
 log = logging.getLogger(__name__)
 
 _STOP = object()
+URGENT = frozenset({"end", "error"})  # sent before the progress messages still waiting
 URLLIB3_LOGGER = "urllib3.connectionpool"  # logs request paths (the bot token) at debug level
 
 
@@ -55,7 +60,9 @@ class Sender:
         logging.getLogger(URLLIB3_LOGGER).addFilter(self._mask)
         self.max_retries, self.max_wait = max_retries, max_wait
         self.sent = self.failed = self.dropped = 0
-        self._queue: queue.Queue[object] = queue.Queue(max_queue)
+        # (priority, arrival, message): urgent first, else in order of arrival
+        self._queue: queue.PriorityQueue[tuple[int, int, object]] = queue.PriorityQueue(max_queue)
+        self._arrival = itertools.count()
         self._abandon = threading.Event()
         self._warned = False
         self._last = -float("inf")
@@ -69,7 +76,9 @@ class Sender:
         limit = self.notifier.max_chars
         for piece in split_text(text, limit) if limit else [text]:
             try:
-                self._queue.put_nowait(Message(message.event, piece, message.data))
+                self._queue.put_nowait((0 if message.event in URGENT else 1,
+                                        next(self._arrival),
+                                        Message(message.event, piece, message.data)))
             except queue.Full:
                 self.dropped += 1
                 if self.dropped == 1:
@@ -80,7 +89,7 @@ class Sender:
         """Wait up to ``timeout`` s for queued messages to go out; True when all went."""
         deadline = time.monotonic() + timeout
         with contextlib.suppress(queue.Full):
-            self._queue.put(_STOP, timeout=timeout)
+            self._queue.put((2, next(self._arrival), _STOP), timeout=timeout)
         self._thread.join(max(0.0, deadline - time.monotonic()))
         done = not self._thread.is_alive()
         if not done:
@@ -94,7 +103,7 @@ class Sender:
 
     def _loop(self) -> None:
         while True:
-            item = self._queue.get()
+            _, _, item = self._queue.get()
             if item is _STOP or self._abandon.is_set():
                 return
             assert isinstance(item, Message)
