@@ -188,6 +188,11 @@ def bn_net(spec, cfg):
                          nn.Linear(4 * h * w, spec.num_classes))
 
 
+@MODELS.register("cli-linear-only")
+def linear_only(spec, cfg):
+    return nn.Linear(64, spec.num_classes)  # takes flat 8x8 inputs only: fails at forward
+
+
 @MODELS.register("cli-three-out")
 def three_out(spec, cfg):
     c, h, w = spec.input_shape
@@ -211,7 +216,9 @@ def mnist_root(tmp_path_factory) -> str:
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["model.name=cat-and-dog-conv-net"],
-     "model.name = 'cat-and-dog-conv-net' on data.dataset = 'mnist' (samples of shape "
+     "model.name = 'cat-and-dog-conv-net' cannot take samples of shape [1, 28, 28]"),
+    (["model.name=cli-linear-only"],
+     "model.name = 'cli-linear-only' on data.dataset = 'mnist' (samples of shape "
      "[1, 28, 28], 10 classes): the model cannot take these samples"),
     (["model.name=mnist-cnn", "run.engine=vmap"], "does not support data augmentation"),
     (["model.name=cli-bn-net", "run.engine=vmap", "data.augment=false"],
@@ -228,6 +235,17 @@ def test_validate_build_fails_what_would_fail_at_the_first_step(overrides, messa
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert main([a for a in argv if a != "--build"]) == 0  # the plain check passes it
+
+
+def test_a_run_with_a_model_too_small_for_the_data_is_refused_with_a_message(
+        mnist_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "data.dataset=mnist", f"data.root={mnist_root}", "data.num_clients=2",
+                 "data.partition=iid", "model.name=cat-and-dog-conv-net", "-q",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "model.name = 'cat-and-dog-conv-net' cannot take samples of shape [1, 28, 28]" in err
+    assert err.count("\n") == 1 and not (out / "metrics.jsonl").exists()
 
 
 def test_validate_build_reports_what_it_built(plugin, mnist_root, capsys):

@@ -77,6 +77,8 @@ def preflight(cfg: Config) -> Preflight:
         module.eval()
         with torch.no_grad():
             out = module(dataset.normalized(dataset.train_x[:2].to(device)))
+    except ConfigError:
+        raise
     except (RuntimeError, ValueError, TypeError) as e:
         raise ConfigError(f"{what}: the model cannot take these samples ({_first_line(e)}); "
                           "choose a model made for this data") from None

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ConfigError, ModelConfig
 from ..registry import Registry
 from . import reference
 from .pretrained import load_pretrained
@@ -60,6 +60,11 @@ def build_model(spec: ModelSpec, cfg: ModelConfig, seed: int) -> nn.Module:
     then load ``cfg.pretrained`` weights when given."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = MODELS.get(cfg.name)(spec, cfg)
+        try:
+            module = MODELS.get(cfg.name)(spec, cfg)
+        except ValueError as e:  # the builder's refusal, e.g. an input too small for it
+            raise ConfigError(f"model.name = {cfg.name!r} cannot take samples of shape "
+                              f"{list(spec.input_shape)} ({e}); choose a model made for this "
+                              "data") from None
     load_pretrained(module, cfg.name, cfg.pretrained)
     return module
