@@ -49,9 +49,10 @@ def test_one_scaffold_round_on_a_quadratic_in_closed_form():
     x = torch.tensor([1.0, -1.0], dtype=torch.float64)
     a = torch.tensor([[3.0, 0.0], [-1.0, 2.0], [0.5, 0.5]], dtype=torch.float64)
     lr, steps = 0.1, [4, 2, 0]  # the third client took no step
-    scaffold = Scaffold(num_clients=4, params=2, lr=lr)
+    sizes = np.array([10, 30, 20, 40])
+    scaffold = Scaffold(sizes, params=2, lr=lr)
     state = new_state(x, 4)
-    state.assignment[:] = [0, 0, 0, 0]  # N_0 = 4 members
+    state.assignment[:] = [0, 0, 0, 0]  # all four are members: n_0 = 100
     state = scaffold.prepare(state)
     c_i0 = torch.tensor([[0.2, -0.1], [0.0, 0.3], [1.0, 1.0]], dtype=torch.float64)
     write(state.clients[KEY], [0, 1, 2], c_i0)
@@ -71,8 +72,9 @@ def test_one_scaffold_round_on_a_quadratic_in_closed_form():
     got = state.clients[KEY]
     torch.testing.assert_close(got[:3], want, rtol=1e-14, atol=1e-15)
     assert torch.equal(got[2], c_i0[2]) and not got[3].any()  # no step; not sampled
-    # c+ = c + sum_i (c_i+ - c_i) / N, N = 4
-    torch.testing.assert_close(state.server_opt[KEY][0], c0[0] + (want - c_i0).sum(0) / 4,
+    # c+ = c + sum_i n_i (c_i+ - c_i) / n_0: the size-weighted mean of the members' c_i
+    weighted = 10 * (want[0] - c_i0[0]) + 30 * (want[1] - c_i0[1])  # client 2: no change
+    torch.testing.assert_close(state.server_opt[KEY][0], c0[0] + weighted / 100,
                                rtol=1e-14, atol=1e-15)
     # one step (K = 1) from c = c_i = 0 estimates the gradient at x exactly: x - a_i
     fresh = scaffold.prepare(new_state(x, 4))

@@ -211,7 +211,7 @@ def build(cfg: Config, run_dir: Path | None = None, dist: DistInfo | None = None
                                                        cfg.server.byzantine))
     scaffold = None
     if cfg.algorithm.name == "scaffold":
-        scaffold = Scaffold(ctx.federation.num_clients, ctx.model.num_params, cfg.client.lr,
+        scaffold = Scaffold(ctx.federation.train_sizes(), ctx.model.num_params, cfg.client.lr,
                             run_dir)
     rounds = FederatedRounds(cfg, ctx.federation, engine, server, model_init(cfg, ctx),
                              scaffold)

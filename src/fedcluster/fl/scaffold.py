@@ -9,9 +9,16 @@ steps on the corrected gradient ``g(y) - c_i + c_k`` (fl/client.py); after its `
 steps of learning rate ``lr`` it reports ``delta = y - x`` and
 
 - ``c_i <- c_i - c_k - delta / (K * lr)``   (a client that took no step keeps ``c_i``);
-- ``c_k <- c_k + sum(c_i_new - c_i) / N_k`` over the round's accepted clients that
-  started from ``k``, ``N_k`` being ``k``'s members after the round (at least 1; the
-  paper's ``N`` for ``cluster.k = 1`` once every client has been placed).
+- ``c_k <- c_k + sum(n_i (c_i_new - c_i)) / n_k`` over the round's accepted clients that
+  started from ``k``, ``n_i`` being client ``i``'s training-set size and ``n_k`` the sum
+  of those of ``k``'s members after the round: ``c_k`` stays the mean of its members'
+  ``c_i`` weighted as the models are averaged (by training-set size), so the corrections
+  ``c_k - c_i`` cancel in the cluster's weighted mean update when every client takes the
+  same number of steps. (The paper weights clients equally, as it averages the models
+  equally; with size-weighted models an equal-weighted ``c`` leaves ``c - sum w_i c_i``
+  in every update.) Clients whose step counts differ a lot still get corrections that
+  do not cancel: see the README for a federation where SCAFFOLD diverges at a learning
+  rate FedAvg trains with.
 
 The models move as in FedAvg (``server.optimizer``, ``server.lr`` = the paper's global
 step). Only parameters have control variates (``P`` leading entries of a model vector).
@@ -37,10 +44,11 @@ KEY = "scaffold.c"  # the store's key in RunState.clients and the clusters' in s
 
 @dataclass(frozen=True)
 class Scaffold:
-    """SCAFFOLD's state updates for a federation of ``num_clients`` and models whose first
-    ``params`` entries are parameters, trained by local SGD at learning rate ``lr``."""
+    """SCAFFOLD's state updates for a federation of clients of training-set ``sizes`` and
+    models whose first ``params`` entries are parameters, trained by local SGD at
+    learning rate ``lr``."""
 
-    num_clients: int
+    sizes: np.ndarray  # [N] each client's training-set size (the aggregation weights)
     params: int
     lr: float
     directory: Path | None = None  # where a memory-mapped store's file is made
@@ -48,7 +56,7 @@ class Scaffold:
     def prepare(self, state: RunState) -> RunState:
         """``state`` with the client store and the cluster control variates (zeros when new)."""
         like = state.models[0, :self.params]
-        state, _ = client_store(state, KEY, self.num_clients, self.params, like, self.directory)
+        state, _ = client_store(state, KEY, len(self.sizes), self.params, like, self.directory)
         if KEY not in state.server_opt:
             zeros = torch.zeros(state.k, self.params, dtype=like.dtype, device=like.device)
             state = dataclasses.replace(state, server_opt={**state.server_opt, KEY: zeros})
@@ -76,9 +84,12 @@ class Scaffold:
         deltas = updates.deltas[:, :self.params].to(c.dtype)
         new = old - c[starts_t] - deltas / (steps.clamp_min(1) * self.lr)[:, None]
         new[steps == 0] = old[steps == 0]
-        members = np.bincount(state.assignment[state.assignment >= 0], minlength=state.k)
-        n_k = torch.as_tensor(np.maximum(members, 1), dtype=c.dtype, device=c.device)
-        change = torch.zeros_like(c).index_add_(0, starts_t, new - old)
+        placed = state.assignment >= 0
+        mass = np.bincount(state.assignment[placed], weights=self.sizes[placed],
+                           minlength=state.k)
+        n_k = torch.as_tensor(np.maximum(mass, 1.0), dtype=c.dtype, device=c.device)
+        n_i = torch.as_tensor(self.sizes[clients], dtype=c.dtype, device=c.device)
+        change = torch.zeros_like(c).index_add_(0, starts_t, (new - old) * n_i[:, None])
         write(store, clients, new)
         return dataclasses.replace(state, server_opt={**state.server_opt,
                                                       KEY: c + change / n_k[:, None]})
