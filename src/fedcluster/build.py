@@ -35,6 +35,7 @@ from .fl.scaffold import Scaffold
 from .fl.server import Server
 from .fl.server_opt import ServerOpt
 from .fl.state import RunState
+from .fl.validate import check_batch_size
 from .models import ModelSpec, build_model
 from .profiling import Profiler
 from .records import RoundResult, RunContext
@@ -128,6 +129,8 @@ def prepare(cfg: Config, run_dir: Path | None = None,
     ctx = build_context(cfg, run_dir, dist)
     if cfg.attack.kind == "label-flip":  # the attackers train on flipped labels
         ctx = dataclasses.replace(ctx, federation=flipped(ctx.federation, attack_of(cfg)))
+    if cfg.data.partition != "local":  # every client's size is known here
+        check_batch_size(ctx.federation.train_sizes(), cfg.client)
     dataset = ctx.federation.dataset
     augment = build_augment(dataset.augmentation, dataset.mean, dataset.std, cfg.data.augment)
     engine: Engine = make_engine(cfg, ctx.federation, ctx.model, ctx.device, augment,

@@ -177,7 +177,14 @@ def strip_json_comments(text: str) -> str:
 def _read_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte "
+                          f"0x{e.object[e.start]:02x} at offset {e.start}); a config is a "
+                          "TOML or JSON text file saved as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {e.strerror}") from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(strip_json_comments(text))

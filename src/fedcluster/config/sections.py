@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -9,6 +10,9 @@ from .base import _Section
 
 __all__ = ["ClientConfig", "ClusterConfig", "DataConfig", "ModelConfig", "RunConfig",
            "ServerConfig", "StopConfig", "AlgorithmConfig", "AttackConfig"]
+
+
+MACHINE_OVERSUBSCRIPTION = 4  # run.threads, run.workers: at most this many per core
 
 
 @dataclass(frozen=True)
@@ -236,8 +240,13 @@ class RunConfig(_Section):
             self.device.startswith("cuda:") and self.device[5:].isdigit()
         )
         self._check("device", ok, '"auto", "cpu", "cuda" or "cuda:N"')
-        self._check("threads", self.threads >= 0, "an integer >= 0 (0 = chosen per model)")
-        self._check("workers", self.workers >= 0, "an integer >= 0 (0 = chosen per model)")
+        most = MACHINE_OVERSUBSCRIPTION * (os.cpu_count() or 1)  # beyond it, only harm
+        self._check("threads", 0 <= self.threads <= most,
+                    f"an integer in [0, {most}] (0 = chosen per model; at most "
+                    f"{MACHINE_OVERSUBSCRIPTION} x this machine's {os.cpu_count() or 1} cores)")
+        self._check("workers", 0 <= self.workers <= most,
+                    f"an integer in [0, {most}] (0 = chosen per model; at most "
+                    f"{MACHINE_OVERSUBSCRIPTION} x this machine's {os.cpu_count() or 1} cores)")
         self._check("eval_batch_size", self.eval_batch_size >= 1, "an integer >= 1")
         self._check("timeout_s", self.timeout_s > 0, "a number of seconds > 0")
         self._check("checkpoint_every", self.checkpoint_every >= 1,

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..config import ClientConfig, ConfigError
 from .client import Update
 
-__all__ = ["TooFewUpdates", "Verdict", "check_updates", "screen"]
+__all__ = ["TooFewUpdates", "Verdict", "check_batch_size", "check_updates", "screen"]
 
 
 class TooFewUpdates(RuntimeError):
@@ -78,3 +79,15 @@ def check_updates(deltas: torch.Tensor, errors: list[str | None], max_norm: floa
             continue
         keep[j] = False
     return Verdict(keep, reasons, scale)
+
+
+def check_batch_size(train_sizes: np.ndarray, cfg: ClientConfig) -> None:
+    """Refuse (ConfigError) a ``client.batch_size`` larger than every client's training
+    set: with ``client.drop_last`` no client could ever take a local step (every round
+    would leave the models as they were), and without it each step would be padded to
+    the batch size (the vmap engine allocates that much)."""
+    largest = int(np.max(train_sizes, initial=0))
+    if cfg.batch_size > largest:
+        raise ConfigError(
+            f"client.batch_size = {cfg.batch_size}: expected at most the largest client's "
+            f"training set ({largest} samples; that size is a full-batch step for it)")
