@@ -1,6 +1,7 @@
-"""Server optimisers and FedProx under ``--nproc 2`` give the one-process run: every rank
-steps the same per-cluster state on the same all-reduced sums, and each rank's engine
-trains its clients with the proximal term."""
+"""Server optimisers, FedProx and SCAFFOLD under ``--nproc 2`` give the one-process run:
+every rank steps the same per-cluster state on the same all-reduced sums, each rank's
+engine trains its clients with the proximal term or its share of the corrections, and
+every rank applies the same control-variate updates from the gathered deltas."""
 
 from __future__ import annotations
 
@@ -20,9 +21,13 @@ from fedcluster.callbacks import default_callbacks
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]),
        "OMP_NUM_THREADS": "1"}
-ALGO = ["rounds=3", "run.threads=1", "cluster.k=2", "data.num_clients=8",
-        "server.optimizer=fedadam", "server.lr=0.03", "algorithm.name=fedprox",
-        "algorithm.mu=0.1"]
+BASE = ["rounds=3", "run.threads=1", "cluster.k=2", "data.num_clients=8"]
+CASES = {
+    "fedprox-fedadam": ["server.optimizer=fedadam", "server.lr=0.03", "algorithm.name=fedprox",
+                        "algorithm.mu=0.1"],
+    "scaffold-half-of-the-clients": ["algorithm.name=scaffold", "client.optimizer=sgd",
+                                     "client.lr=0.1", "server.clients_per_round=0.5"],
+}
 
 
 def _records(run_dir: Path) -> list[dict]:
@@ -30,11 +35,13 @@ def _records(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_fedadam_and_fedprox_give_the_same_run_on_1_and_2_processes(tmp_path):
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_same_run_on_1_and_2_processes(case, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    cfg = load_config(None, ALGO)
+    over = [*BASE, *CASES[case]]
+    cfg = load_config(None, over)
     run_federation(cfg, default_callbacks(cfg, one, quiet=True), one)
-    proc = subprocess.run([sys.executable, "-m", "fedcluster", "run", *ALGO, "--out", str(two),
+    proc = subprocess.run([sys.executable, "-m", "fedcluster", "run", *over, "--out", str(two),
                            "-q", "--nproc", "2"], env=ENV, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -3,7 +3,6 @@ a quadratic in closed form, the corrected local steps on a linear model by hand,
 vmap engine equal to the sequential one, runs, and the config's checks."""
 
 import dataclasses
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,7 +10,6 @@ import torch
 from torch import nn
 
 from fedcluster import load_config, prepare
-from fedcluster.build import build
 from fedcluster.checkpoint import load_checkpoint, save_checkpoint
 from fedcluster.config import ConfigError
 from fedcluster.engines import VmapEngine
@@ -153,10 +151,10 @@ def test_scaffold_runs_with_clustering_and_a_finite_model(extra):
     assert torch.isfinite(s.models).all()
 
 
-def test_scaffold_is_checked_at_load_and_refused_over_processes():
+def test_scaffold_is_checked_at_load():
     with pytest.raises(ConfigError, match='client.optimizer = "sgd"'):
         load_config(None, ["algorithm.name=scaffold"])  # adam by default
     with pytest.raises(ConfigError, match="client.momentum = 0"):
         load_config(None, [*SGD, "client.momentum=0.9"])
-    with pytest.raises(ConfigError, match="without torchrun or --nproc"):
-        build(load_config(None, SGD), None, SimpleNamespace())
+    with pytest.raises(ConfigError, match='data.partition = "local"'):
+        load_config(None, [*SGD, "data.partition=local"])

@@ -194,9 +194,6 @@ def build(cfg: Config, run_dir: Path | None = None, dist: DistInfo | None = None
         return Run(ctx, PooledRounds(cfg, ctx), LocalAggregator(), run_dir is not None)
     from .loop import FederatedRounds
 
-    if dist is not None and cfg.algorithm.name == "scaffold":
-        raise ConfigError('algorithm.name = "scaffold" runs in one process for now; run it '
-                          "without torchrun or --nproc")
     ctx, engine = prepare(cfg, run_dir, dist)
     aggregator: Aggregator = LocalAggregator()
     if dist is not None:

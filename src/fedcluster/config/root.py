@@ -57,6 +57,10 @@ class Config(_Section):
             self.client.optimizer == "sgd" and self.client.momentum == 0), self.algorithm.name,
             'client.optimizer = "sgd" with client.momentum = 0 for "scaffold" (its control '
             "variates are estimated from plain SGD steps)")
+        _require("algorithm", "name", self.algorithm.name != "scaffold" or
+                 self.data.partition != "local", self.algorithm.name,
+                 'another algorithm with data.partition = "local" (every rank updates every '
+                 "client's control variate, so every rank must know every client's data size)")
         n = self.data.num_clients
         k = self.cluster.k_initial if self.cluster.k != "auto" else 1
         _require("cluster", "k", k <= n, self.cluster.k, f"at most data.num_clients = {n}")

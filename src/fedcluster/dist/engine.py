@@ -78,13 +78,22 @@ class DistributedEngine:
             return self.home[clients]
         return split_by_load(sizes[clients], self.world)
 
-    def train(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]]) -> Iterator[Update]:
+    def train(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]],
+              corrections: torch.Tensor | None = None) -> Iterator[Update]:
+        """Train this rank's share of ``jobs``; each of SCAFFOLD's ``corrections`` (one row
+        per job, the same on every rank) goes with its job."""
         if not jobs:
             return
         clients = np.array([c for c, _ in jobs], dtype=np.int64)
         owner = self._owners(clients, self.train_sizes)
-        mine = [jobs[j] for j in np.flatnonzero(owner == self.rank)]
-        done = {u.client: u for u in self.local.train(round_, mine)}
+        picked = np.flatnonzero(owner == self.rank)
+        mine = [jobs[j] for j in picked]
+        if corrections is None:
+            trained = self.local.train(round_, mine)
+        else:
+            rows_ = torch.as_tensor(picked, dtype=torch.long, device=corrections.device)
+            trained = self.local.train(round_, mine, corrections[rows_])
+        done = {u.client: u for u in trained}
         cap = int(np.bincount(owner, minlength=self.world).max())
         start = jobs[0][1]
         rows = torch.zeros(cap, start.numel(), dtype=start.dtype, device=start.device)
