@@ -38,6 +38,11 @@ CASES = {
                                      "client.lr=0.1", "server.clients_per_round=0.5"],
     "scaffold-cfl": ["algorithm.name=scaffold", "client.optimizer=sgd", "client.lr=0.1",
                      "cluster.method=cfl", "cluster.cfl_eps1=5", "cluster.cfl_eps2=0.01"],
+    # a round sampling both nan attackers falls below min_clients: no step (rounds 1, 4, 5)
+    "attacked-median-skips": ["server.clients_per_round=0.5", "attack.kind=nan",
+                              "attack.fraction=0.25", "server.aggregator=median",
+                              "server.min_clients=3", "server.optimizer=fedadam",
+                              "server.lr=0.03"],
 }
 
 

@@ -146,3 +146,19 @@ def test_rules_that_cannot_work_for_the_round_are_config_errors(override, messag
 
     with pytest.raises(ConfigError, match=message):
         load_config(None, ["data.num_clients=6", *override])
+
+
+def test_column_blocks_give_the_whole_sort(monkeypatch):
+    import fedcluster.fl.robust as robust
+
+    x = torch.from_numpy(np.random.default_rng(3).normal(size=(9, 23)))
+    rules = [coordinate_median, lambda x: trimmed_mean(x, 0.2), lambda x: bulyan(x, 1),
+             lambda x: krum(x, 2, 3)]
+    whole = [rule(x) for rule in rules]
+    monkeypatch.setattr(robust, "CHUNK", 4)  # 6 blocks, the last one of 3 columns
+    blocks = [rule(x) for rule in rules]
+    # the same values per column; a mean of up to 9 of them summed in another order
+    # (strided blocks) differs by a few ulps of the largest
+    tol = 9 * torch.finfo(torch.float64).eps * float(x.abs().max())
+    assert all(float((a - b).abs().max()) <= tol for a, b in zip(whole, blocks, strict=True))
+    assert torch.equal(whole[0], blocks[0])  # the median takes values, sums none but two

@@ -29,12 +29,26 @@ __all__ = ["RULES", "Rule", "bulyan", "coordinate_median", "group_targets", "kru
 RULES = ("mean", "median", "trimmed-mean", "krum", "multi-krum", "bulyan")
 
 
-def coordinate_median(x: torch.Tensor) -> torch.Tensor:
-    """The median of each column of ``x`` ``[m, D]``; for even ``m`` the mean of the two
-    middle values."""
+CHUNK = 1 << 16  # columns sorted at a time: the sort's copies are [m, CHUNK], not [m, D]
+
+
+def _by_columns(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``fn`` (a column-wise rule ``[m, d] -> [d]``) over blocks of ``CHUNK`` columns."""
+    if x.shape[1] <= CHUNK:
+        return fn(x)
+    return torch.cat([fn(x[:, s:s + CHUNK]) for s in range(0, x.shape[1], CHUNK)])
+
+
+def _median(x: torch.Tensor) -> torch.Tensor:
     s = x.sort(dim=0).values
     m = x.shape[0]
     return (s[(m - 1) // 2] + s[m // 2]) / 2
+
+
+def coordinate_median(x: torch.Tensor) -> torch.Tensor:
+    """The median of each column of ``x`` ``[m, D]``; for even ``m`` the mean of the two
+    middle values."""
+    return _by_columns(_median, x)
 
 
 def trimmed_mean(x: torch.Tensor, beta: float) -> torch.Tensor:
@@ -44,14 +58,18 @@ def trimmed_mean(x: torch.Tensor, beta: float) -> torch.Tensor:
         raise ValueError(f"trimmed_mean needs 0 <= beta < 0.5, got {beta}")
     m = x.shape[0]
     b = int(beta * m)
-    return x.sort(dim=0).values[b:m - b].mean(dim=0)
+    return _by_columns(lambda c: c.sort(dim=0).values[b:m - b].mean(dim=0), x)
 
 
 def _sq_distances(x: torch.Tensor) -> torch.Tensor:
-    """``[m, m]`` squared Euclidean distances between rows, in float64."""
-    d = x.to(torch.float64)
-    sq = (d * d).sum(dim=1)
-    return (sq[:, None] + sq[None, :] - 2 * d @ d.T).clamp_min_(0)
+    """``[m, m]`` squared Euclidean distances between rows, in float64 (from the Gram
+    matrix, summed over blocks of ``CHUNK`` columns)."""
+    gram = torch.zeros(x.shape[0], x.shape[0], dtype=torch.float64, device=x.device)
+    for s in range(0, x.shape[1], CHUNK):
+        d = x[:, s:s + CHUNK].to(torch.float64)
+        gram += d @ d.T
+    sq = gram.diagonal()
+    return (sq[:, None] + sq[None, :] - 2 * gram).clamp_min_(0)
 
 
 def _krum_scores(dist: torch.Tensor, f: int) -> torch.Tensor:
@@ -93,11 +111,13 @@ def bulyan(x: torch.Tensor, f: int) -> torch.Tensor:
         sub = torch.tensor(left)
         best = int(torch.sort(_krum_scores(dist[sub][:, sub], f), stable=True).indices[0])
         picked.append(left.pop(best))
-    chosen = x[torch.tensor(picked)]
-    med = coordinate_median(chosen)
     beta = len(picked) - 2 * f
-    order = torch.sort((chosen - med).abs(), dim=0, stable=True).indices[:beta]
-    return chosen.gather(0, order).mean(dim=0)
+
+    def nearest_to_median(c: torch.Tensor) -> torch.Tensor:
+        order = torch.sort((c - _median(c)).abs(), dim=0, stable=True).indices[:beta]
+        return c.gather(0, order).mean(dim=0)
+
+    return _by_columns(nearest_to_median, x[torch.tensor(picked)])
 
 
 def norm_clip(x: torch.Tensor, bound: float) -> torch.Tensor:
