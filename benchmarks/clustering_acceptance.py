@@ -2,15 +2,17 @@
 
 Runs ``examples/rotated-digits.toml`` (or another config) for each seed and each
 variant given as ``label:key=value,key=value`` and prints one row per run and the
-mean per variant. Example (the README's table)::
+mean per variant. Example (the per-method table kept in benchmarks/RESULTS.md)::
 
     PYTHONPATH=src python benchmarks/clustering_acceptance.py --seeds 0 1 2 \\
-        kmeans: fedavg:cluster.k=1 \\
+        refine: kmeans:cluster.method=kmeans fedavg:cluster.k=1 \\
         ifca-3:cluster.method=ifca,cluster.restarts=3 ifca-1:cluster.method=ifca \\
         cfl:cluster.method=cfl,cluster.cfl_eps1=0.25,cluster.cfl_eps2=0.35,cluster.k_max=4 \\
         fl+hc:cluster.method=hierarchical,cluster.metric=cosine,cluster.warmup_rounds=2 \\
-        kmeans-pca2:cluster.reduce=pca2 \\
-        kmeans-updates:cluster.features=updates,cluster.metric=cosine
+        kmeans-pca2:cluster.method=kmeans,cluster.reduce=pca2 \\
+        kmeans-updates:cluster.method=kmeans,cluster.features=updates,cluster.metric=cosine
+
+(The federation-by-method sweep of the README's table is clustering_benchmark.py.)
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Acceptance on rotated digits (examples/rotated-digits.toml): the clustering must find
-the four rotation groups and pay off in accuracy. Slow: about a minute per run."""
+"""Acceptance on rotated digits (examples/rotated-digits.toml) and on label-permuted digits
+with disjoint pools and half of the clients per round: the clustering must find the four
+groups and pay off in accuracy. Slow: up to a minute per run on a shared machine."""
 
 import statistics
 from functools import cache
@@ -25,13 +26,20 @@ def final(seed: int, *overrides: str):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_kmeans_recovers_the_rotation_groups(seed):
+def test_refine_recovers_the_rotation_groups(seed):
     r = final(seed)
     assert r.ari >= 0.95 and r.nmi >= 0.95
     assert len(r.clusters) == 4 and sorted(len(c.members) for c in r.clusters) == [10] * 4
 
 
-def test_kmeans_beats_fedavg_by_12_points_and_reaches_91_percent():
+@pytest.mark.parametrize("seed", SEEDS)
+def test_refine_recovers_permuted_groups_with_half_of_the_clients(seed):
+    r = final(seed, "data.shift=permute-labels", "data.replicate=false",
+              "server.clients_per_round=0.5")
+    assert r.ari >= 0.95
+
+
+def test_refine_beats_fedavg_by_12_points_and_reaches_91_percent():
     clustered = [final(s).accuracy for s in SEEDS]
     fedavg = [final(s, "cluster.k=1").accuracy for s in SEEDS]
     assert statistics.mean(clustered) >= 0.91

@@ -16,7 +16,7 @@ from fedcluster.loop import run_federation
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["data.num_clients=16", "data.groups=4", "rounds=2", "model.hidden=[32]",
-         "run.threads=1"]
+         "run.threads=1", "cluster.method=kmeans"]  # the example's refine: test_refine.py
 
 
 def _run(*overrides):
