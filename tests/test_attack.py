@@ -104,3 +104,19 @@ def test_sign_flip_attackers_ruin_the_mean_but_not_the_median():
     assert accuracy(attack) < 0.25  # measured 0.10: two attackers of ten outweigh the rest
     # measured 0.875: the median of ten, two of them flipped, stays near the clean run
     assert accuracy(["server.aggregator=median", *attack]) > clean - 0.08
+
+
+def test_the_report_shows_who_was_left_out(tmp_path):
+    from fedcluster.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", *BASE, "rounds=2", "cluster.k=1", "attack.kind=nan",
+                 "attack.fraction=0.2", "server.min_clients=9", "model.name=mlp",
+                 "model.hidden=[16]", "plots.every=1", "--out", str(out), "-q"]) == 0
+    html = (out / "report.html").read_text()
+    rows = html.split("<h2>Rounds</h2>", 1)[1].split("</table>", 1)[0]
+    assert "<th>left out</th>" in rows
+    # every client is sampled: both attackers' nan updates are left out, 8 < 9 accepted
+    assert rows.count("2 (attackers kept 0/2), no step</span>") == 2
+    attackers = sorted(attack_of(load_config(None, [*BASE, "attack.kind=nan"])).attackers)
+    assert f"client {attackers[0]}: non-finite; client {attackers[1]}: non-finite" in rows

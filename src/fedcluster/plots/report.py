@@ -75,16 +75,34 @@ def _rounds_table(record: RunRecord) -> str:
     if record.groups is not None:
         head, keys = head + ["ARI", "NMI"], keys + ["ari", "nmi"]
     changed = any(r.get("changed") is not None for r in record.rounds)
+    faults = any(r.get("rejected") or r.get("attackers") or r.get("skipped")
+                 for r in record.rounds)
     rows = []
     for r in record.rounds:
         row = [str(r["round"]), *(_f(r.get(key)) for key in keys)]
         if changed:
             row.append(_f(r.get("changed")))
+        if faults:
+            row.append(_left_out(r))
         row += [" / ".join(str(c.get("size", len(c["members"]))) for c in r["clusters"]),
                 _f(r.get("seconds"), 2)]
         rows.append(row)
     return "<h2>Rounds</h2>" + _table(
-        head + (["changed cluster"] if changed else []) + ["cluster sizes", "seconds"], rows)
+        head + (["changed cluster"] if changed else []) + (["left out"] if faults else [])
+        + ["cluster sizes", "seconds"], rows)
+
+
+def _left_out(r: dict[str, Any]) -> str:
+    """How many updates the server left out (why, on hover), how many of the sampled
+    attackers it kept, and whether the round made no model step."""
+    rejected, attackers = r.get("rejected") or {}, r.get("attackers") or []
+    text = str(len(rejected))
+    if attackers:
+        text += f" (attackers kept {len(r.get('attackers_kept') or [])}/{len(attackers)})"
+    if r.get("skipped"):
+        text += ", no step"
+    why = "; ".join(f"client {c}: {w}" for c, w in rejected.items())
+    return f"<span title=\"{html.escape(why)}\">{text}</span>" if why else text
 
 
 def _confusion_table(record: RunRecord) -> str:
