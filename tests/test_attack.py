@@ -120,3 +120,20 @@ def test_the_report_shows_who_was_left_out(tmp_path):
     assert rows.count("2 (attackers kept 0/2), no step</span>") == 2
     attackers = sorted(attack_of(load_config(None, [*BASE, "attack.kind=nan"])).attackers)
     assert f"client {attackers[0]}: non-finite; client {attackers[1]}: non-finite" in rows
+
+
+def test_label_flip_attackers_train_on_flipped_labels():
+    cfg = load_config(None, [*BASE, "attack.kind=label-flip", "attack.fraction=0.2"])
+    clean = build(load_config(None, BASE)).context.federation
+    run = build(cfg)
+    fed = run.context.federation
+    attackers = attack_of(cfg).attackers
+    c = clean.dataset.num_classes
+    for client, idx in enumerate(fed.train_idx):
+        want = clean.dataset.train_y[idx]
+        if client in attackers:
+            want = c - 1 - want
+        assert torch.equal(fed.dataset.train_y[idx], want)
+    engine_y = run.rounds.engine.data.train_y if hasattr(run.rounds.engine, "data") \
+        else run.rounds.engine.train_y  # the vmap engine holds a sequential one
+    assert torch.equal(engine_y.cpu(), fed.dataset.train_y)  # what training reads
