@@ -18,7 +18,8 @@ from fedcluster.loop import run_federation
 from fedcluster.notify import TelegramNotifier, WebhookNotifier
 
 TOKEN = "246810:RUN-SECRET-TOKEN"
-SMALL = ["name=digits", "data.num_clients=8", "rounds=3", "cluster.k=2", "model.name=mlp", "model.hidden=[16]",
+SMALL = ["name=digits", "data.num_clients=8", "rounds=3", "cluster.k=2", "model.name=mlp",
+         "model.hidden=[16]",
          "run.threads=1", "run.device=cpu", "plots.enabled=false"]
 
 
