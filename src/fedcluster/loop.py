@@ -37,7 +37,7 @@ from .fl.state import RunState, members, new_state, start_cluster
 from .fl.validate import TooFewUpdates, Verdict, check_updates, screen
 from .profiling import Profiler
 from .records import ClientResult, ClusterResult, RoundResult, RunSummary
-from .signals import Stopped, critical
+from .signals import Stopped, critical, shielded
 
 if TYPE_CHECKING:
     from .dist.group import DistInfo
@@ -294,12 +294,13 @@ def drive(run: Run, state: RunState, callbacks: Sequence[Callback] = ()) -> RunS
         stopped = isinstance(e, Stopped)
         reason = e.name if stopped else "KeyboardInterrupt" if isinstance(
             e, KeyboardInterrupt) else "error"
-        if not stopped:
-            run.aggregator.failed(e)
-        _final_save(run, state)
-        error = None if stopped else f"{type(e).__name__}: {e}"
-        cbs.run_end(RunSummary(ctx, results, state.models, time.perf_counter() - t0,
-                               error=error, reason=reason, round=state.round))
+        with shielded():  # a signal now (torchrun stopping the ranks) cuts nothing short
+            if not stopped:
+                run.aggregator.failed(e)
+            _final_save(run, state)
+            error = None if stopped else f"{type(e).__name__}: {e}"
+            cbs.run_end(RunSummary(ctx, results, state.models, time.perf_counter() - t0,
+                                   error=error, reason=reason, round=state.round))
         raise
     summary = RunSummary(ctx, results, state.models, time.perf_counter() - t0,
                          reason == "early-stop", reason=reason, round=state.round)

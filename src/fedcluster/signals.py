@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from types import FrameType
 
-__all__ = ["Stopped", "critical", "stop_on_signals"]
+__all__ = ["Stopped", "critical", "shielded", "stop_on_signals"]
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -63,6 +63,20 @@ def critical() -> Iterator[None]:
         _depth -= 1
         if not _depth and _deferred:
             raise Stopped(_deferred.pop())
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """A block a first signal neither interrupts nor follows with :class:`Stopped`: the run
+    is already ending (writing its last files after an error or a stop)."""
+    global _depth
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if not _depth:
+            _deferred.clear()
 
 
 @contextlib.contextmanager
