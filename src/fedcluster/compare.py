@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError
+from .resume import flat_keys
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -108,16 +109,6 @@ def load_run(path: Path) -> RunMetrics:
     return RunMetrics(path, config, rounds, summary)
 
 
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
-
-
 @dataclass(frozen=True)
 class Group:
     """Runs that differ only in their seed (and settings that do not change results)."""
@@ -132,7 +123,7 @@ def group_runs(runs: list[RunMetrics]) -> list[Group]:
     keyed: dict[str, list[RunMetrics]] = {}
     flats: dict[str, dict[str, Any]] = {}
     for run in runs:
-        flat = {k: v for k, v in _flat(run.config).items() if k.split(".")[0] not in _IGNORED}
+        flat = {k: v for k, v in flat_keys(run.config).items() if k.split(".")[0] not in _IGNORED}
         key = json.dumps(flat, sort_keys=True, default=str)
         keyed.setdefault(key, []).append(run)
         flats[key] = flat

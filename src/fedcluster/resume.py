@@ -15,18 +15,19 @@ from typing import Any
 from . import secrets
 from .config import Config, ConfigError, load_config
 
-__all__ = ["ALLOWED", "resume_config"]
+__all__ = ["ALLOWED", "flat_keys", "resume_config"]
 
 # Keys (or whole sections, ending in ".") a resume may change.
 ALLOWED = ("rounds", "run.profile", "run.timeout_s", "run.checkpoint_every", "plots.",
            "tensorboard.", "notify.")
 
 
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flat_keys(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested table as ``{"section.key": value}``."""
     out: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
+            out.update(flat_keys(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -45,7 +46,7 @@ def resume_config(run_dir: Path, overrides: list[str], plugins: list[str] = (),
         raise ConfigError(f"--resume {run_dir}: no config.toml there; not a run directory")
     saved = load_config(path, [], plugins=list(plugins))
     cfg = load_config(path, list(overrides), plugins=list(plugins))
-    before, after = _flat(saved.to_dict()), _flat(cfg.to_dict())
+    before, after = flat_keys(saved.to_dict()), flat_keys(cfg.to_dict())
     changed = [k for k in after if after[k] != before.get(k) and not _allowed(k)]
     if changed:
         what = ", ".join(f"{k} = {before.get(k)!r} -> {after[k]!r}" for k in changed)
@@ -56,7 +57,7 @@ def resume_config(run_dir: Path, overrides: list[str], plugins: list[str] = (),
     if cfg.rounds <= done:
         raise ConfigError(f"--resume {run_dir}: the run has done {done} of its rounds = "
                           f"{cfg.rounds}; pass rounds=N with N > {done} to extend it")
-    masked = [k for k, v in _flat(cfg.to_dict(reveal_secrets=True)).items()
+    masked = [k for k, v in flat_keys(cfg.to_dict(reveal_secrets=True)).items()
               if isinstance(v, str) and secrets.MASK in v]
     if masked:
         raise ConfigError(f"--resume {run_dir}: {', '.join(masked)} was saved masked "
