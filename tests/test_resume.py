@@ -1,6 +1,7 @@
 """A run stopped after any round and continued from its checkpoint follows the
 uninterrupted run's path exactly: the same round records and the same models."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -43,6 +44,13 @@ CASES = {
                               "attack.fraction=0.25", "server.aggregator=median",
                               "server.min_clients=3", "server.optimizer=fedadam",
                               "server.lr=0.03"],
+    # DP: the accountant's steps and the adaptive clip norm are run state; skipped rounds
+    # (both nan attackers sampled) add no step
+    "privacy-adaptive-skips": ["server.clients_per_round=0.5", "attack.kind=nan",
+                               "attack.fraction=0.25", "server.min_clients=3",
+                               "privacy.enabled=true", "privacy.adaptive=true",
+                               "privacy.noise_multiplier=0.5", "privacy.count_noise=1",
+                               "privacy.clip=0.05"],
 }
 
 
@@ -70,7 +78,12 @@ def _timeless(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in ("seconds", "profile")}
 
 
-@pytest.mark.parametrize("case", list(CASES))
+def _needs(case: str) -> pytest.MarkDecorator:
+    missing = "privacy" in case and importlib.util.find_spec("dp_accounting") is None
+    return pytest.mark.skipif(missing, reason="the optional extra [privacy] is not installed")
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=_needs(c)) for c in CASES])
 def test_stopped_and_resumed_equals_uninterrupted(case, tmp_path):
     cfg = load_config(None, [*BASE, *CASES[case]])
     whole = Records()

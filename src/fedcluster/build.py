@@ -30,6 +30,7 @@ from .fl.aggregate import Aggregator, LocalAggregator
 from .fl.attack import attack_of, flipped
 from .fl.clustering import ModelInit, PointSpace, build_method
 from .fl.flat import FlatModel
+from .fl.privacy import Privacy
 from .fl.robust import Rule
 from .fl.scaffold import Scaffold
 from .fl.server import Server
@@ -209,6 +210,7 @@ def build(cfg: Config, run_dir: Path | None = None, dist: DistInfo | None = None
     if cfg.server.aggregator != "mean":  # a robust rule per cluster (fl/robust.py)
         server = dataclasses.replace(server, rule=Rule(cfg.server.aggregator, cfg.server.trim,
                                                        cfg.server.byzantine))
+    server = dataclasses.replace(server, privacy=Privacy.of(cfg))  # None unless [privacy]
     scaffold = None
     if cfg.algorithm.name == "scaffold":
         scaffold = Scaffold(ctx.federation.train_sizes(), ctx.model.num_params, cfg.client.lr,

@@ -131,7 +131,8 @@ class FederatedRounds:
             info.diagnostics, prof.pop(),
             rejected={int(ids[j]): why for j, why in verdict.reasons.items()},
             clipped=[int(ids[j]) for j in verdict.scale],
-            skipped=verdict.kept < cfg.server.min_clients, attackers=self.attack.among(ids))
+            skipped=verdict.kept < cfg.server.min_clients, attackers=self.attack.among(ids),
+            privacy=None if server.privacy is None else server.privacy.record(state.extra))
 
     def _validate(self, round_: int, updates: RoundUpdates) -> Verdict:
         """Which updates the server accepts (fl/validate.py), logged once per round; the

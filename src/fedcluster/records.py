@@ -79,6 +79,7 @@ class RoundResult:
     clipped: list[int] = field(default_factory=list)  # clients scaled to max_update_norm
     skipped: bool = False  # too few accepted updates (server.min_clients): no model step
     attackers: list[int] = field(default_factory=list)  # sampled clients that attacked
+    privacy: dict[str, Any] | None = None  # epsilon so far, delta, steps, clip ([privacy])
 
     def to_json(self) -> dict[str, Any]:
         diag = dict(self.clustering)
@@ -100,6 +101,8 @@ class RoundResult:
                 "attackers_kept": [a for a in self.attackers if a not in self.rejected]}
         if self.profile is not None:
             out["profile"] = self.profile
+        if self.privacy is not None:
+            out["privacy"] = self.privacy
         return out
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    "ATTACK", "CLIENT", "CLUSTER", "INIT", "PARTITION", "SAMPLING", "SHIFT", "SKETCH", "key_seed",
+    "ATTACK", "CLIENT", "CLUSTER", "INIT", "PARTITION", "PRIVACY", "SAMPLING", "SHIFT", "SKETCH",
+    "key_seed",
     "numpy_rng", "torch_gen",
 ]
 
@@ -19,6 +20,7 @@ __all__ = [
 PARTITION, SAMPLING, CLIENT, CLUSTER, INIT = 1, 2, 3, 4, 5
 SHIFT, SKETCH = 6, 7  # known-structure federations; random-projection sketches
 ATTACK = 8  # simulated attackers (fl/attack.py)
+PRIVACY = 9  # differential privacy's noise (fl/privacy.py)
 
 
 def key_seed(*key: int) -> int:

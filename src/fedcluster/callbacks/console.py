@@ -17,6 +17,7 @@ import numpy as np
 from rich.console import Console
 from rich.markup import escape
 
+from ..fl.privacy import describe
 from ..records import RoundResult, RunContext, RunSummary
 from .base import Callback
 
@@ -102,6 +103,8 @@ class ConsoleTable(Callback):
                 f"accuracy {_f(final.accuracy, 0)}, top-5 {_f(final.top5, 0)}, "
                 f"loss {_f(final.loss, 0)}"
             )
+        if final is not None and final.privacy is not None:
+            self.console.print(describe(final.privacy))
         if self.run_dir is not None:
             report = ", report.html" if (Path(self.run_dir) / "report.html").exists() else ""
             self.console.print(f"results in [bold]{self.run_dir}[/] (metrics.jsonl, "

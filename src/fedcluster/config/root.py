@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from .. import secrets
 from .base import _require, _Section
+from .privacy import PrivacyConfig
 from .reporting import NotifyConfig, PlotsConfig, TensorBoardConfig
 from .sections import (
     AlgorithmConfig,
@@ -39,6 +40,7 @@ class Config(_Section):
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     stop: StopConfig = field(default_factory=StopConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     run: RunConfig = field(default_factory=RunConfig)
     plots: PlotsConfig = field(default_factory=PlotsConfig)
     tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)
@@ -83,9 +85,27 @@ class Config(_Section):
         _require("attack", "fraction", a.kind == "none" or round(a.fraction * n) >= 1,
                  a.fraction, f"a fraction that makes at least one of data.num_clients = {n} "
                  f"clients an attacker (attack.kind = {a.kind!r})")
+        self._check_privacy()
         _require("server", "clients_per_round", self.clients_per_round >= k, c,
                  f"enough clients per round ({self.clients_per_round} now) "
                  f"to form cluster.k = {self.cluster.k} clusters")
+
+    def _check_privacy(self) -> None:
+        p = self.privacy
+        if not p.enabled:
+            return
+        _require("privacy", "enabled", self.mode == "federated", p.enabled,
+                 'false with mode = "centralized" (DP-FedAvg protects clients\' updates)')
+        _require("privacy", "enabled", self.server.aggregator == "mean", p.enabled,
+                 f"false with server.aggregator = {self.server.aggregator!r} (DP-FedAvg "
+                 'noises the clipped mean; use server.aggregator = "mean")')
+        _require("privacy", "enabled", self.cluster.restarts == 1, p.enabled,
+                 "false with cluster.restarts > 1 (restarts are chosen by the clients' "
+                 "losses, which no noise covers)")
+        count = p.count_noise or self.clients_per_round / 20
+        _require("privacy", "noise_multiplier", not p.adaptive or p.noise_multiplier < 2 * count,
+                 p.noise_multiplier, f"less than 2 x privacy.count_noise = {2 * count:g} with "
+                 "privacy.adaptive = true (raise privacy.count_noise)")
 
     def derived_name(self) -> str:
         """The run's name when ``name`` is not given: ``<dataset>-<method>-k<k>``

@@ -29,6 +29,7 @@ from .aggregate import Aggregator, LocalAggregator, means_from_sums
 from .client import Update
 from .clustering import ClusterMethod, FedAvg, PointSpace, RoundView
 from .clustering.diagnostics import round_diagnostics, within_sse
+from .privacy import Privacy
 from .robust import Rule, group_targets
 from .server_opt import ServerOpt, opened
 from .server_opt import apply as optimize
@@ -111,6 +112,7 @@ class Server:
     n_init: int = 10
     optimizer: ServerOpt = field(default_factory=ServerOpt)  # the rule that moves each model
     rule: Rule | None = None  # a robust rule per cluster (fl/robust.py); None: the mean
+    privacy: Privacy | None = None  # DP-FedAvg's clipped, noised mean (fl/privacy.py)
 
     @property
     def clustering(self) -> bool:
@@ -169,7 +171,10 @@ class Server:
         label_t = torch.from_numpy(labels).to(deltas.device)
         owned = updates.owned
         rows = None if owned.all() else torch.from_numpy(np.flatnonzero(owned)).to(deltas.device)
-        if self.rule is None:
+        extra = state.extra
+        if self.privacy is not None:  # every process holds every row and draws the same noise
+            means, totals, extra = self.privacy.targets(extra, models, local, label_t, round_)
+        elif self.rule is None:
             sums, totals = self.aggregator.sums(local, weights, label_t, len(models), rows)
             means = means_from_sums(sums, totals, models.dtype)
         else:  # every process holds every row: the rule needs no all-reduce (fl/robust.py)
@@ -180,7 +185,7 @@ class Server:
         assignment = state.assignment.copy()
         assignment[clients] = labels
         state = dataclasses.replace(
-            state, models=new_models, assignment=assignment, server_opt=server_opt,
+            state, models=new_models, assignment=assignment, server_opt=server_opt, extra=extra,
             method=state.method if grouping.state is None else grouping.state)
         empty = sorted(set(range(state.k)) - {int(c) for c in labels})
         if empty and self.clustering:

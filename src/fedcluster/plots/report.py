@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..fl.privacy import describe
 from .record import RunRecord, load_record
 from .truth import confusion
 
@@ -64,8 +65,9 @@ def _final_table(record: RunRecord) -> str:
              _f(c.get("top5")), _f(c.get("loss"))] for c in last["clusters"]]
     rows.append(["<b>all</b>", str(sum(len(c["members"]) for c in last["clusters"])),
                  _f(last.get("accuracy")), _f(last.get("top5")), _f(last.get("loss"))])
+    spent = f"<p>{html.escape(describe(last['privacy']))}</p>" if last.get("privacy") else ""
     return (f"<h2>Final results (round {last['round']})</h2>"
-            + _table(["cluster", "clients", "accuracy", "top-5", "loss"], rows))
+            + _table(["cluster", "clients", "accuracy", "top-5", "loss"], rows) + spent)
 
 
 def _rounds_table(record: RunRecord) -> str:
@@ -74,12 +76,16 @@ def _rounds_table(record: RunRecord) -> str:
             "client_accuracy_min"]
     if record.groups is not None:
         head, keys = head + ["ARI", "NMI"], keys + ["ari", "nmi"]
+    if any(r.get("privacy") for r in record.rounds):  # epsilon spent by the end of the round
+        head.append("ε")
+        keys.append("epsilon")
     changed = any(r.get("changed") is not None for r in record.rounds)
     faults = any(r.get("rejected") or r.get("attackers") or r.get("skipped")
                  for r in record.rounds)
     rows = []
     for r in record.rounds:
-        row = [str(r["round"]), *(_f(r.get(key)) for key in keys)]
+        row = [str(r["round"]), *(_f(r.get(key, (r.get("privacy") or {}).get(key)))
+                                  for key in keys)]
         if changed:
             row.append(_f(r.get("changed")))
         if faults:
