@@ -171,6 +171,34 @@ def test_http_proxy_with_user_and_password_is_used() -> None:
     assert post.body["text"] == "via proxy"
 
 
+@pytest.mark.parametrize("kind", ["telegram", "webhook"])
+def test_configured_proxy_wins_over_the_environments(kind, monkeypatch) -> None:
+    """With HTTP(S)_PROXY set, a configured proxy still carries every request (and the
+    environment's sees none); without one configured, the environment's is used."""
+    with Recorder() as env_proxy, Recorder() as configured:
+        for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+            monkeypatch.setenv(var, env_proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+
+        def notifier(proxy: str):
+            if kind == "telegram":
+                return TelegramNotifier(TOKEN, 7, "http://api.telegram.invalid", proxy=proxy,
+                                        min_interval=0)
+            return WebhookNotifier("http://hooks.invalid/h/SECRETKEY1", proxy=proxy)
+
+        via = notifier(configured.url)
+        via.send(Message("start", "configured"))
+        via.close()
+        assert [p.body["text"] for p in configured.posts] == ["configured"]
+        assert env_proxy.posts == []
+        plain = notifier("")
+        plain.send(Message("start", "environment"))
+        plain.close()
+        assert [p.body["text"] for p in env_proxy.posts] == ["environment"]
+        assert len(configured.posts) == 1
+
+
 def test_refused_proxy_fails_softly() -> None:
     proxy = f"http://127.0.0.1:{closed_port()}"
     sender = Sender(TelegramNotifier(TOKEN, 1, "http://api.telegram.invalid", proxy=proxy,

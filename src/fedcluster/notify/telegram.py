@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..secrets import url_secrets
 from .base import Message, RetryAfter, SendError
-from .transport import make_session, retry_after
+from .transport import make_session, post, retry_after
 
 __all__ = ["TelegramNotifier"]
 
@@ -28,7 +28,7 @@ class TelegramNotifier:
 
     def send(self, message: Message) -> None:
         body = {"chat_id": self.chat_id, "text": message.text, "disable_web_page_preview": True}
-        response = self._session.post(self._url, json=body, timeout=self.timeout)
+        response = post(self._session, self._url, body, self.timeout)
         if response.status_code == 429:
             raise RetryAfter(retry_after(response))
         if response.status_code >= 400:

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from ..secrets import url_secrets
 from .base import Message, RetryAfter, SendError
-from .transport import make_session, retry_after
+from .transport import make_session, post, retry_after
 
 __all__ = ["WebhookNotifier"]
 
@@ -28,7 +28,7 @@ class WebhookNotifier:
 
     def send(self, message: Message) -> None:
         body = {"event": message.event, "text": message.text, **message.data}
-        response = self._session.post(self._url, json=body, timeout=self.timeout)
+        response = post(self._session, self._url, body, self.timeout)
         if response.status_code == 429:
             raise RetryAfter(retry_after(response))
         if response.status_code >= 400:
