@@ -1,7 +1,16 @@
 """Security floors and fixes (issue 13, point 5)."""
 
+import logging
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import pytest
 
 try:
     import tomllib
@@ -56,3 +65,102 @@ def test_the_final_and_failure_messages_overtake_waiting_progress_messages():
         assert not sender.close(timeout=1.0)
         assert last in service.sent[:3], service.sent
         assert service.sent[0] in ("start", last)
+
+
+def _listening(pid: int) -> list[tuple[str, int]]:
+    """The (address, port) of every TCP socket ``pid`` listens on, from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # 0A: LISTEN
+                addr, port = cols[1].split(":")
+                raw = bytes.fromhex(addr)  # 32-bit words in host (little-endian) order
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                family = socket.AF_INET if table == "tcp" else socket.AF_INET6
+                found.append((socket.inet_ntop(family, raw), int(port, 16)))
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not Path("/proc/self/net/tcp").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("rdzv", [
+    [], pytest.param(["--rdzv-endpoint", "LOOPBACK"], marks=pytest.mark.slow)])
+def test_a_one_machine_nproc_run_listens_on_loopback_only(rdzv, tmp_path):
+    from test_distributed import ENV, _workers
+
+    rdzv = [f"127.0.0.1:{_free_port()}" if a == "LOOPBACK" else a for a in rdzv]
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedcluster", "run", "rounds=100", "run.threads=1",
+         "data.num_clients=8", "--out", str(out), "-q", "--nproc", "2", *rdzv],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        pids = [proc.pid, *_workers(proc.pid)]
+        sockets = {pid: _listening(pid) for pid in pids}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    assert len(pids) >= 3  # the launcher and two workers
+    assert len(sockets[proc.pid]) >= 1  # torchrun's stores, in the launcher
+    every = [s for found in sockets.values() for s in found]
+    assert len(every) >= 3 and all(addr in ("127.0.0.1", "::1") for addr, _ in every), sockets
+
+
+def test_torchrun_args_keep_a_one_machine_run_on_loopback():
+    from fedcluster.dist.launch import single_machine, torchrun_args
+
+    args = torchrun_args(2, ["run"])
+    assert args[:3] == ["--standalone", "--local-addr", "127.0.0.1"]
+    args = torchrun_args(2, ["run"], endpoint="localhost:29400")
+    assert args[args.index("--local-addr") + 1] == "127.0.0.1"
+    assert "--local-addr" not in torchrun_args(2, ["run"], nnodes=2, node_rank=0,
+                                               endpoint="10.0.0.1:29400")
+    assert single_machine(1, None) and single_machine(1, "[::1]:5")
+    assert not single_machine(1, "10.0.0.1:5") and not single_machine(2, "127.0.0.1:5")
+
+
+def test_loopback_stores_bind_127_0_0_1_and_are_restored():
+    import torch.distributed as dist
+
+    from fedcluster.dist.launch import loopback_stores
+
+    stock = dist.TCPStore
+    with loopback_stores():
+        server = dist.TCPStore("localhost", 0, is_master=True, wait_for_workers=False)
+        client = stock("127.0.0.1", server.port, is_master=False)
+        client.set("k", "v")
+        assert server.get("k") == b"v"
+        assert ("127.0.0.1", server.port) in _listening(os.getpid())
+        assert not any(port == server.port and addr != "127.0.0.1"
+                       for addr, port in _listening(os.getpid()))
+    assert dist.TCPStore is stock
+
+
+@pytest.mark.parametrize(("host", "nnodes", "warned"), [
+    ("127.0.0.1", 1, False), ("", 1, False), ("localhost", 1, False),
+    ("10.0.0.5", 1, True), ("127.0.0.1", 2, True), ("192.168.1.2", 3, True)])
+def test_a_run_beyond_this_machine_is_warned_about_at_start(host, nnodes, warned, caplog):
+    from fedcluster.dist.group import warn_multi_node
+
+    with caplog.at_level(logging.WARNING, logger="fedcluster"):
+        assert warn_multi_node(host, nnodes) is warned
+    assert ("neither authenticated nor encrypted" in caplog.text) is warned
+    assert ("trusted network" in caplog.text) is warned

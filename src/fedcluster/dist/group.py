@@ -24,8 +24,8 @@ import torch.distributed as dist
 
 from ..config import ConfigError, RunConfig
 
-__all__ = ["CHECKED_ENV", "DistInfo", "endpoint_is_public", "init_distributed", "launched",
-           "shutdown", "warn_if_public"]
+__all__ = ["CHECKED_ENV", "DistInfo", "endpoint_is_public", "init_distributed", "is_loopback",
+           "launched", "shutdown", "warn_if_public", "warn_multi_node"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,17 @@ def endpoint_is_public(host: str) -> bool:
     return any(a.is_global for a in addrs)
 
 
+def is_loopback(host: str) -> bool:
+    """True when ``host`` is ``localhost`` or a loopback address (this machine only)."""
+    host = host.strip().strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def warn_if_public(host: str) -> bool:
     """Log a warning (and return True) when the rendezvous host is a public address."""
     if not endpoint_is_public(host):
@@ -78,6 +89,23 @@ def warn_if_public(host: str) -> bool:
         "the rendezvous endpoint %s is a public address: torch.distributed traffic (model "
         "updates) is neither authenticated nor encrypted; run across untrusted networks only "
         "through a VPN such as WireGuard (see README, Security)", host)
+    return True
+
+
+def warn_multi_node(host: str, nnodes: int) -> bool:
+    """Warn once at start (and return True) when a run reaches beyond this machine
+    (several nodes, or a rendezvous host that is not loopback): torch.distributed is
+    unauthenticated and unencrypted. A public endpoint gets :func:`warn_if_public`'s
+    stronger warning instead."""
+    if nnodes <= 1 and (not host or is_loopback(host)):
+        return False
+    if not warn_if_public(host):
+        log.warning(
+            "multi-node run (rendezvous %s, %d node(s)): torch.distributed is neither "
+            "authenticated nor encrypted, and torchrun's rendezvous unpickles what its store "
+            "holds: anyone who reaches these ports can join, read the model updates or run "
+            "code; keep every node and the endpoint on a trusted network (see README, "
+            "Security)", host or "?", nnodes)
     return True
 
 
@@ -103,7 +131,8 @@ def init_distributed(run: RunConfig, env: Mapping[str, str] = os.environ) -> Dis
         device = torch.device("cuda", local % torch.cuda.device_count())
         torch.cuda.set_device(device)
     if rank == 0 and CHECKED_ENV not in env:  # `fedcluster run --nproc` checked it already
-        warn_if_public(env["MASTER_ADDR"])
+        nodes = world // max(1, int(env.get("LOCAL_WORLD_SIZE", world)))
+        warn_multi_node(env["MASTER_ADDR"], nodes)
     timeout = timedelta(seconds=run.timeout_s)
     store, rank, world = next(dist.rendezvous("env://", rank, world, timeout=timeout))
     store.set_timeout(timeout)
