@@ -4,6 +4,7 @@ algorithm x cluster.k, on a Dirichlet(0.1) and a 2-classes-per-client split.
     python benchmarks/personalisation.py [--rounds 20] [--seeds 0 1 2] [--k 1 4]
         [--splits dir0.1 2class] [--algorithms fedavg ditto ...] [--jobs 1]
         [--out runs.jsonl] [key=value ...]
+    python benchmarks/personalisation.py --table-from runs.jsonl [--k 1 4] ...
 
 PFLlib's setting (Zhang et al., "PFLlib", JMLR 2025): 20 clients, all of them in every
 round, batch 10, 1 local epoch; the best and the final round's accuracy are reported.
@@ -29,6 +30,7 @@ import json
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 SPLITS = {"dir0.1": ["data.partition=dirichlet", "data.alpha=0.1"],
           "2class": ["data.partition=shards", "data.shards_per_client=2"]}
@@ -112,8 +114,17 @@ def main() -> None:
                    choices=list(ALGORITHMS))
     p.add_argument("--jobs", type=int, default=1, help="runs at once (processes)")
     p.add_argument("--out", help="also write each run as a JSON line here")
+    p.add_argument("--table-from", nargs="+", metavar="JSONL",
+                   help="no runs: the table of runs written before with --out")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
+    if args.table_from:
+        runs = [json.loads(line) for path in args.table_from
+                for line in Path(path).read_text().splitlines() if line.strip()]
+        for r in runs:
+            r["clients"] = {int(c): a for c, a in r["clients"].items()}
+        print(table(runs, args.k, args.splits, args.algorithms))
+        return
     names = list(dict.fromkeys(["local", *args.algorithms]))  # "hurt" needs local's runs
     jobs = [(name, 1 if name == "local" else k, split, seed, args.rounds, args.overrides)
             for seed in args.seeds for split in args.splits for name in names

@@ -108,7 +108,7 @@ def test_ditto_personal_steps_by_hand_on_a_linear_model():
     w = torch.cat([torch.from_numpy(Ww).flatten(), torch.from_numpy(bw)])
     v0 = torch.cat([torch.from_numpy(W0).flatten(), torch.from_numpy(b0)])
     lam = 0.7
-    ditto = Ditto(num_clients=3, lam=lam)
+    ditto = Ditto(num_clients=3, params=8, lam=lam)
     state = ditto.start(new_state(w, 3), 1, engine, [(2, w)], np.array([0])).state
     assert torch.equal(state.clients[KEY], w.expand(3, -1))  # personal models start at w
     write(state.clients[KEY], [2], v0[None])

@@ -21,17 +21,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from .client import LocalRule
+from .client import LocalRule, Update
 from .server import RoundUpdates
 from .state import RunState
 
-__all__ = ["Hooks", "Jobs", "Start"]
+__all__ = ["Hooks", "Jobs", "Start", "Trainer"]
 
 Jobs = list[tuple[int, torch.Tensor]]  # (client, start vector)
+
+
+class Trainer(Protocol):
+    """What the hooks use of an engine (engines.Engine): training, e.g. personal models."""
+
+    def train(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]],
+              corrections: torch.Tensor | None = None,
+              rule: LocalRule | None = None) -> Iterator[Update]: ...
 
 
 @dataclass(frozen=True)
@@ -49,12 +58,12 @@ class Hooks:
 
     personalised = False  # clients end with models of their own (evaluated per client)
 
-    def start(self, state: RunState, round_: int, engine, jobs: Jobs,
+    def start(self, state: RunState, round_: int, engine: Trainer, jobs: Jobs,
               starts: np.ndarray) -> Start:
         """Before training: ``jobs`` start from their cluster models ``starts``."""
         return Start(state, jobs)
 
-    def before_step(self, state: RunState, round_: int, engine, kept: RoundUpdates,
+    def before_step(self, state: RunState, round_: int, engine: Trainer, kept: RoundUpdates,
                     begins: Sequence[torch.Tensor]) -> tuple[RunState, RoundUpdates]:
         """With the accepted updates (``begins``: the vectors each started from), before
         the server step; may change the updates in place or return others."""
@@ -66,7 +75,7 @@ class Hooks:
         clusters ``labels``."""
         return state
 
-    def personal(self, state: RunState, round_: int, engine,
+    def personal(self, state: RunState, round_: int, engine: Trainer,
                  clients: Sequence[int]) -> Iterator[tuple[int, torch.Tensor]]:
         """Each client's own model (personalised algorithms only)."""
         return iter(())

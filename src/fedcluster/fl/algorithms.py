@@ -26,10 +26,11 @@ def build_hooks(cfg: Config, model: FlatModel, sizes: np.ndarray,
     if a.name == "feddyn":
         return FedDyn(n, model.num_params, a.alpha, directory)
     if a.name == "ditto":
-        return Ditto(n, a.mu, directory)
+        return Ditto(n, model.num_params, a.mu, directory)
     if a.name == "finetune":
         return Finetune(a.finetune_epochs)
     if a.personal:  # local, fedper, fedrep, fedbn
         own = local_entries(cfg, model).to(model.flat.device)
-        return LocalParts(own, n, a.head_epochs if a.name == "fedrep" else None, directory)
+        return LocalParts(own, n, model.num_params,
+                          a.head_epochs if a.name == "fedrep" else None, directory)
     return Hooks()

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .algorithm import Hooks, Jobs, Start
+from .algorithm import Hooks, Jobs, Start, Trainer
 from .client_state import client_store, rows, write
 from .server import RoundUpdates
 from .state import RunState
@@ -80,13 +80,13 @@ class FedDyn(Hooks):
             state = dataclasses.replace(state, server_opt={**state.server_opt, KEY: zeros})
         return state
 
-    def start(self, state: RunState, round_: int, engine, jobs: Jobs,
+    def start(self, state: RunState, round_: int, engine: Trainer, jobs: Jobs,
               starts: np.ndarray) -> Start:
         state = self.prepare(state)
         clients = np.array([c for c, _ in jobs], dtype=np.int64)
         return Start(state, jobs, -rows(state.clients[KEY], clients))
 
-    def before_step(self, state: RunState, round_: int, engine, kept: RoundUpdates,
+    def before_step(self, state: RunState, round_: int, engine: Trainer, kept: RoundUpdates,
                     begins: Sequence[torch.Tensor]) -> tuple[RunState, RoundUpdates]:
         """The paper's unweighted mean: every accepted client weighs 1."""
         return state, RoundUpdates.of([dataclasses.replace(u, num_examples=1)
@@ -109,7 +109,5 @@ class FedDyn(Hooks):
         models = state.models.clone()
         models[active, :self.params] = server_model(models[active, :self.params],
                                                     h_new[active], self.alpha)
-        h_out = h.clone()
-        h_out[active] = h_new[active]
-        return dataclasses.replace(state, models=models,
-                                   server_opt={**state.server_opt, KEY: h_out})
+        return dataclasses.replace(state, models=models,  # an idle cluster's h stays
+                                   server_opt={**state.server_opt, KEY: h_new})

@@ -27,7 +27,7 @@ client seen for the first time starts from the first initial model's entries.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..config import Config, ConfigError
-from .algorithm import Hooks, Jobs, Start
+from .algorithm import Hooks, Jobs, Start, Trainer
 from .client import LocalRule
 from .client_state import client_store, rows, write
 from .flat import FlatModel
@@ -105,6 +105,7 @@ class LocalParts(Hooks):
 
     own: torch.Tensor
     num_clients: int
+    params: int  # the parameters' leading entries of a model vector
     head_epochs: int | None = None
     directory: Path | None = None
     personalised = True
@@ -118,22 +119,22 @@ class LocalParts(Hooks):
         mask = self.own[:p] if own else ~self.own[:p]
         return mask.to(like.device, like.dtype)
 
-    def _with_own(self, store: torch.Tensor, jobs: Jobs) -> Jobs:
+    def _with_own(self, store: torch.Tensor, jobs: Iterable[tuple[int, torch.Tensor]]
+                  ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Each job's start vector with the client's own entries (one new vector at a time)."""
         index = self.index.to(store.device)
-        out = []
         for c, start in jobs:
             start = start.clone()
             start[index] = store[c].to(start.dtype)
-            out.append((c, start))
-        return out
+            yield c, start
 
-    def start(self, state: RunState, round_: int, engine, jobs: Jobs,
+    def start(self, state: RunState, round_: int, engine: Trainer, jobs: Jobs,
               starts: np.ndarray) -> Start:
         state, store = _own_store(state, self.num_clients, self.index, self.directory)
-        jobs = self._with_own(store, jobs)
+        jobs = list(self._with_own(store, jobs))
         if self.head_epochs is None:
             return Start(state, jobs)
-        like = state.models[0, :engine_params(engine)]
+        like = state.models[0, :self.params]
         head = LocalRule(trainable=self._trainable(True, like), epochs=self.head_epochs,
                          stream=HEAD_STREAM)
         moved = []
@@ -142,7 +143,7 @@ class LocalParts(Hooks):
             moved.append((c, start + u.delta if ok else start))
         return Start(state, moved, rule=LocalRule(trainable=self._trainable(False, like)))
 
-    def before_step(self, state: RunState, round_: int, engine, kept: RoundUpdates,
+    def before_step(self, state: RunState, round_: int, engine: Trainer, kept: RoundUpdates,
                     begins: Sequence[torch.Tensor]) -> tuple[RunState, RoundUpdates]:
         """Each accepted client's own entries into the store; zeros in its update there
         (the cluster model's copy of them does not move)."""
@@ -150,23 +151,16 @@ class LocalParts(Hooks):
             return state, kept
         store = state.clients[KEY]
         index = self.index.to(kept.deltas.device)
-        ends = torch.stack(list(begins))[:, index] + kept.deltas[:, index]
+        ends = torch.stack([b[index] for b in begins]) + kept.deltas[:, index]
         write(store, kept.clients, ends)
         kept.deltas[:, index] = 0
         return state, kept
 
-    def personal(self, state: RunState, round_: int, engine,
+    def personal(self, state: RunState, round_: int, engine: Trainer,
                  clients: Sequence[int]) -> Iterator[tuple[int, torch.Tensor]]:
         state, store = _own_store(state, self.num_clients, self.index, self.directory)
-        jobs = [(c, state.models[start_cluster(state, c)]) for c in clients]
-        return iter(self._with_own(store, jobs))
-
-
-def engine_params(engine) -> int:
-    """The number of parameters (the trainable prefix) of the engine's model vectors."""
-    while not hasattr(engine, "model"):
-        engine = engine.local  # the distributed engine wraps a local one
-    return engine.model.num_params
+        jobs = ((c, state.models[start_cluster(state, c)]) for c in clients)
+        return self._with_own(store, jobs)
 
 
 @dataclass(frozen=True)
@@ -174,6 +168,7 @@ class Ditto(Hooks):
     """Ditto's personal models (``[N, D]`` in the store) and ``lam``, its lambda."""
 
     num_clients: int
+    params: int  # the parameters' leading entries of a model vector
     lam: float
     directory: Path | None = None
     personalised = True
@@ -182,11 +177,11 @@ class Ditto(Hooks):
         index = torch.arange(state.models.shape[1], device=state.models.device)
         return _own_store(state, self.num_clients, index, self.directory)
 
-    def start(self, state: RunState, round_: int, engine, jobs: Jobs,
+    def start(self, state: RunState, round_: int, engine: Trainer, jobs: Jobs,
               starts: np.ndarray) -> Start:
         return Start(self._store(state)[0], jobs)
 
-    def before_step(self, state: RunState, round_: int, engine, kept: RoundUpdates,
+    def before_step(self, state: RunState, round_: int, engine: Trainer, kept: RoundUpdates,
                     begins: Sequence[torch.Tensor]) -> tuple[RunState, RoundUpdates]:
         """Each accepted client's personal step: from its ``v`` with the gradient of
         ``lambda/2 ||v - w||^2`` = ``lambda (v - v_start)`` (the engine's proximal term) +
@@ -197,7 +192,7 @@ class Ditto(Hooks):
         clients = kept.clients
         v = rows(store, clients)
         w = torch.stack(list(begins)).to(v.dtype)
-        p = engine_params(engine)
+        p = self.params
         corrections = self.lam * (v[:, :p] - w[:, :p])
         jobs = [(int(c), v[j]) for j, c in enumerate(clients)]
         rule = LocalRule(mu=self.lam, stream=PERSONAL_STREAM)
@@ -207,7 +202,7 @@ class Ditto(Hooks):
         write(store, clients, v)
         return state, kept
 
-    def personal(self, state: RunState, round_: int, engine,
+    def personal(self, state: RunState, round_: int, engine: Trainer,
                  clients: Sequence[int]) -> Iterator[tuple[int, torch.Tensor]]:
         state, store = self._store(state)
         return ((c, store[c]) for c in clients)
@@ -220,7 +215,7 @@ class Finetune(Hooks):
     epochs: int
     personalised = True
 
-    def personal(self, state: RunState, round_: int, engine,
+    def personal(self, state: RunState, round_: int, engine: Trainer,
                  clients: Sequence[int]) -> Iterator[tuple[int, torch.Tensor]]:
         jobs = [(c, state.models[start_cluster(state, c)]) for c in clients]
         rule = LocalRule(epochs=self.epochs, stream=FINETUNE_STREAM)

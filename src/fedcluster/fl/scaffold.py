@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .algorithm import Hooks, Jobs, Start
+from .algorithm import Hooks, Jobs, Start, Trainer
 from .client_state import client_store, rows, write
 from .server import RoundUpdates
 from .state import RunState
@@ -95,7 +95,7 @@ class Scaffold(Hooks):
         return dataclasses.replace(state, server_opt={**state.server_opt,
                                                       KEY: c + change / n_k[:, None]})
 
-    def start(self, state: RunState, round_: int, engine, jobs: Jobs,
+    def start(self, state: RunState, round_: int, engine: Trainer, jobs: Jobs,
               starts: np.ndarray) -> Start:
         clients = np.array([c for c, _ in jobs], dtype=np.int64)
         state, corrections = self.corrections(state, clients, starts)
