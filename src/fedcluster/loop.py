@@ -2,7 +2,10 @@
 
 The federated round: sample clients (keyed by seed and round) -> each trains from its
 cluster's model -> the server clusters the updates and aggregates each cluster ->
-every cluster model is evaluated on its members' eval sets -> callbacks. Each round
+every cluster model is evaluated on its members' eval sets -> callbacks. The client
+algorithm (SCAFFOLD, FedDyn, the personalised ones) joins in through its hooks
+(fl/algorithm.py): before training, around the server step, and at evaluation, where
+a personalised algorithm's own models are evaluated on their clients' eval sets too. Each round
 is a function of the run state (fl/state.py) returning the next state; after it the
 loop checks early stop, reports the round, and writes a checkpoint, so a run can be
 stopped (signals.py) or killed and resumed from its last finished round.
