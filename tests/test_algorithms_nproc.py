@@ -1,7 +1,8 @@
-"""Server optimisers, FedProx and SCAFFOLD under ``--nproc 2`` give the one-process run:
-every rank steps the same per-cluster state on the same all-reduced sums, each rank's
-engine trains its clients with the proximal term or its share of the corrections, and
-every rank applies the same control-variate updates from the gathered deltas."""
+"""Server optimisers, FedProx, SCAFFOLD, FedDyn, Ditto and FedRep under ``--nproc 2``
+give the one-process run: every rank steps the same per-cluster state on the same
+all-reduced sums, each rank's engine trains its clients with the proximal term or its
+share of the corrections, and every rank applies the same client-store updates (control
+variates, personal models and heads) from the gathered deltas."""
 
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ CASES = {
                         "algorithm.mu=0.1"],
     "scaffold-half-of-the-clients": ["algorithm.name=scaffold", "client.optimizer=sgd",
                                      "client.lr=0.1", "server.clients_per_round=0.5"],
+    # every rank holds every client's personal model and trains its share of them
+    "ditto-half-of-the-clients": ["algorithm.name=ditto", "algorithm.mu=0.1",
+                                  "server.clients_per_round=0.5"],
+    "fedrep": ["algorithm.name=fedrep"],
+    "feddyn": ["algorithm.name=feddyn", "algorithm.alpha=0.1"],
 }
 
 
@@ -48,6 +54,7 @@ def test_the_same_run_on_1_and_2_processes(case, tmp_path):
     a, b = _records(one), _records(two)
     assert len(a) == len(b) == 3
     assert [r["accuracy"] for r in a] == [r["accuracy"] for r in b]
+    assert [r.get("personal_clients") for r in a] == [r.get("personal_clients") for r in b]
     assert [[c["cluster"] for c in r["clients"]] for r in a] == \
         [[c["cluster"] for c in r["clients"]] for r in b]
     for i in range(2):

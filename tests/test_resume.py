@@ -39,6 +39,10 @@ CASES = {
                                      "client.lr=0.1", "server.clients_per_round=0.5"],
     "scaffold-cfl": ["algorithm.name=scaffold", "client.optimizer=sgd", "client.lr=0.1",
                      "cluster.method=cfl", "cluster.cfl_eps1=5", "cluster.cfl_eps2=0.01"],
+    # personal models in the client store (the records hold each client's accuracy with it)
+    "ditto-half-of-the-clients": ["algorithm.name=ditto", "algorithm.mu=0.1",
+                                  "server.clients_per_round=0.5"],
+    "feddyn": ["algorithm.name=feddyn", "algorithm.alpha=0.1"],
     # a round sampling both nan attackers falls below min_clients: no step (rounds 1, 4, 5)
     "attacked-median-skips": ["server.clients_per_round=0.5", "attack.kind=nan",
                               "attack.fraction=0.25", "server.aggregator=median",

@@ -27,12 +27,12 @@ from .data.federation import Federation
 from .engines import Engine, make_engine
 from .engines.tuning import plan_threads, use_channels_last
 from .fl.aggregate import Aggregator, LocalAggregator
+from .fl.algorithms import build_hooks
 from .fl.attack import attack_of, flipped
 from .fl.clustering import ModelInit, PointSpace, build_method
 from .fl.flat import FlatModel
 from .fl.privacy import Privacy
 from .fl.robust import Rule
-from .fl.scaffold import Scaffold
 from .fl.server import Server
 from .fl.server_opt import ServerOpt
 from .fl.state import RunState
@@ -211,11 +211,7 @@ def build(cfg: Config, run_dir: Path | None = None, dist: DistInfo | None = None
         server = dataclasses.replace(server, rule=Rule(cfg.server.aggregator, cfg.server.trim,
                                                        cfg.server.byzantine))
     server = dataclasses.replace(server, privacy=Privacy.of(cfg))  # None unless [privacy]
-    scaffold = None
-    if cfg.algorithm.name == "scaffold":
-        scaffold = Scaffold(ctx.federation.train_sizes(), ctx.model.num_params, cfg.client.lr,
-                            run_dir)
-    rounds = FederatedRounds(cfg, ctx.federation, engine, server, model_init(cfg, ctx),
-                             scaffold)
+    hooks = build_hooks(cfg, ctx.model, ctx.federation.train_sizes(), run_dir)
+    rounds = FederatedRounds(cfg, ctx.federation, engine, server, model_init(cfg, ctx), hooks)
     writes = run_dir is not None and (dist is None or dist.is_main)
     return Run(ctx, rounds, aggregator, writes)

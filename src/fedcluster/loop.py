@@ -2,7 +2,10 @@
 
 The federated round: sample clients (keyed by seed and round) -> each trains from its
 cluster's model -> the server clusters the updates and aggregates each cluster ->
-every cluster model is evaluated on its members' eval sets -> callbacks. Each round
+every cluster model is evaluated on its members' eval sets -> callbacks. The client
+algorithm (SCAFFOLD, FedDyn, the personalised ones) joins in through its hooks
+(fl/algorithm.py): before training, around the server step, and at evaluation, where
+a personalised algorithm's own models are evaluated on their clients' eval sets too. Each round
 is a function of the run state (fl/state.py) returning the next state; after it the
 loop checks early stop, reports the round, and writes a checkpoint, so a run can be
 stopped (signals.py) or killed and resumed from its last finished round.
@@ -14,7 +17,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,11 +30,11 @@ from .checkpoint import CheckpointError, save_checkpoint
 from .config import Config, StopConfig
 from .data.federation import Federation
 from .engines import Engine
+from .fl.algorithm import Hooks
 from .fl.attack import attack_of
 from .fl.clustering import ModelInit, agreement
 from .fl.evaluate import EvalStats
 from .fl.sampling import sample_clients
-from .fl.scaffold import Scaffold
 from .fl.server import RoundUpdates, Server, StepInfo
 from .fl.state import RunState, members, new_state, start_cluster
 from .fl.validate import TooFewUpdates, Verdict, check_updates, screen
@@ -51,10 +54,10 @@ class FederatedRounds:
     """The federated round (see the module docstring) of one run's parts."""
 
     def __init__(self, cfg: Config, federation: Federation, engine: Engine, server: Server,
-                 start: ModelInit, scaffold: Scaffold | None = None) -> None:
+                 start: ModelInit, hooks: Hooks | None = None) -> None:
         self.cfg, self.federation, self.engine, self.server = cfg, federation, engine, server
         self.start = start
-        self.scaffold = scaffold  # SCAFFOLD's control variates (fl/scaffold.py), or None
+        self.hooks = hooks or Hooks()  # the client algorithm's (fl/algorithm.py)
         self.attack = attack_of(cfg)  # simulated attackers (fl/attack.py); "none" by default
         self.restarts = getattr(server.method, "restarts", 1)
         self.restart_rounds = min(cfg.cluster.restart_rounds, cfg.rounds)
@@ -83,11 +86,9 @@ class FederatedRounds:
             state, starts = server.assign(state, round_, sampled, engine.client_losses)
         jobs = [(int(c), state.models[s]) for c, s in zip(sampled, starts, strict=True)]
         updates = RoundUpdates(len(jobs))
-        if self.scaffold is None:
-            it = engine.train(round_, jobs)
-        else:  # each client's gradient correction c_k - c_i
-            state, corrections = self.scaffold.corrections(state, sampled, starts)
-            it = engine.train(round_, jobs, corrections)
+        begun = self.hooks.start(state, round_, engine, jobs, starts)
+        state, jobs = begun.state, begun.jobs
+        it = engine.train(round_, jobs, begun.corrections, begun.rule)
         while True:
             with prof.section("train"):
                 update = next(it, None)
@@ -102,15 +103,20 @@ class FederatedRounds:
             if verdict.kept >= cfg.server.min_clients:
                 kept = updates if verdict.keep.all() else RoundUpdates.of(
                     [u for u, keep in zip(updates.updates, verdict.keep, strict=True) if keep])
+                begins = [jobs[j][1] for j in np.flatnonzero(verdict.keep)]
+                state, kept = self.hooks.before_step(state, round_, engine, kept, begins)
                 state, info = server.step(state, round_, kept, previous, prof)
-                if self.scaffold is not None:
-                    state = self.scaffold.update(state, kept, starts[verdict.keep])
+                state = self.hooks.after_step(state, kept, starts[verdict.keep], info.clusters)
             else:  # no model step: the state before this round's assignment
                 self._too_few(round_, verdict)
                 state, info = before, StepInfo(starts[verdict.keep], None, None, [])
         state = dataclasses.replace(state, round=round_)
         with prof.section("eval"):
             clusters, total, per_client = _evaluate(engine, state, cfg.run.eval_clients == "all")
+            personal = None
+            if self.hooks.personalised:  # each client's own model on its own eval set
+                personal = _evaluate_personal(engine, self.hooks.personal(
+                    state, round_, engine, sorted(per_client)))
         row = np.cumsum(verdict.keep) - 1  # an accepted update's row in the step's info
         clients = [
             ClientResult(u.client, int(info.clusters[row[j]] if keep else starts[j]),
@@ -132,7 +138,8 @@ class FederatedRounds:
             rejected={int(ids[j]): why for j, why in verdict.reasons.items()},
             clipped=[int(ids[j]) for j in verdict.scale],
             skipped=verdict.kept < cfg.server.min_clients, attackers=self.attack.among(ids),
-            privacy=None if server.privacy is None else server.privacy.record(state.extra))
+            privacy=None if server.privacy is None else server.privacy.record(state.extra),
+            personal=None if personal is None else (per_client, *personal))
 
     def _validate(self, round_: int, updates: RoundUpdates) -> Verdict:
         """Which updates the server accepts (fl/validate.py), logged once per round; the
@@ -181,6 +188,16 @@ def _evaluate(engine: Engine, state: RunState, everyone: bool = False
         clusters.append(ClusterResult(i, ids, pooled.accuracy, pooled.top5, pooled.loss,
                                       pooled.n))
     return clusters, total, per_client
+
+
+def _evaluate_personal(engine: Engine, models: Iterable[tuple[int, torch.Tensor]]
+                       ) -> tuple[dict[int, float], EvalStats]:
+    """Each client's own model on its own eval set: each accuracy, and the pooled stats."""
+    accuracy, total = {}, EvalStats()
+    for c, vector in models:
+        stats = engine.evaluate_clients(vector, [c])[0]
+        accuracy[c], total = stats.accuracy, total + stats
+    return accuracy, total
 
 
 def _fairness(per_client: dict[int, float]) -> dict[str, float]:

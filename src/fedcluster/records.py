@@ -15,6 +15,7 @@ import torch
 
 from .config import Config
 from .data.federation import Federation
+from .fl.evaluate import EvalStats
 from .fl.flat import FlatModel
 
 __all__ = ["ClientResult", "ClusterResult", "RoundResult", "RunContext", "RunSummary"]
@@ -80,6 +81,9 @@ class RoundResult:
     skipped: bool = False  # too few accepted updates (server.min_clients): no model step
     attackers: list[int] = field(default_factory=list)  # sampled clients that attacked
     privacy: dict[str, Any] | None = None  # epsilon so far, delta, steps, clip ([privacy])
+    # personalised algorithms: each client's accuracy with its cluster's model and with its
+    # own, and the own models' pooled stats (fl/personal.py)
+    personal: tuple[dict[int, float], dict[int, float], EvalStats] | None = None
 
     def to_json(self) -> dict[str, Any]:
         diag = dict(self.clustering)
@@ -103,7 +107,19 @@ class RoundResult:
             out["profile"] = self.profile
         if self.privacy is not None:
             out["privacy"] = self.privacy
+        if self.personal is not None:
+            out.update(_personal_json(*self.personal))
         return out
+
+
+def _personal_json(cluster: dict[int, float], own: dict[int, float],
+                   pooled: EvalStats) -> dict[str, Any]:
+    """The record's personalised figures: the own models' pooled accuracy and mean over
+    clients, and each client's accuracy with its cluster's model and its own."""
+    mean = sum(own.values()) / len(own) if own else math.nan
+    return {"personal_accuracy": _num(pooled.accuracy), "personal_client_mean": _num(mean),
+            "personal_clients": {str(c): {"cluster": _num(cluster.get(c, math.nan)),
+                                          "personal": _num(a)} for c, a in own.items()}}
 
 
 @dataclass(frozen=True)

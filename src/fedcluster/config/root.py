@@ -63,6 +63,12 @@ class Config(_Section):
                  self.data.partition != "local", self.algorithm.name,
                  'another algorithm with data.partition = "local" (every rank updates every '
                  "client's control variate, so every rank must know every client's data size)")
+        s = self.server
+        _require("algorithm", "name", self.algorithm.name != "feddyn" or (
+            s.optimizer == "fedavg" and s.lr == 1 and s.aggregator == "mean"),
+            self.algorithm.name, 'server.optimizer = "fedavg", server.lr = 1 and '
+            'server.aggregator = "mean" for "feddyn" (its server step is the plain mean '
+            f"corrected by its state; got {s.optimizer!r}, {s.lr}, {s.aggregator!r})")
         n = self.data.num_clients
         k = self.cluster.k_initial if self.cluster.k != "auto" else 1
         _require("cluster", "k", k <= n, self.cluster.k, f"at most data.num_clients = {n}")

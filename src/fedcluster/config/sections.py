@@ -83,20 +83,38 @@ class ClientConfig(_Section):
 
 @dataclass(frozen=True)
 class AlgorithmConfig(_Section):
-    """The clients' local objective (fl/client.py): FedAvg's, FedProx's proximal one, or
-    SCAFFOLD's corrected gradients (fl/scaffold.py)."""
+    """The clients' local objective and what they keep to themselves: FedAvg's, FedProx's
+    proximal one, SCAFFOLD's corrected gradients (fl/scaffold.py), FedDyn's dynamic
+    regulariser (fl/feddyn.py), or a personalised method (fl/personal.py)."""
 
     _section: ClassVar[str] = "algorithm"
-    name: Literal["fedavg", "fedprox", "scaffold"] = "fedavg"
-    mu: float = 0.01  # fedprox: the weight of mu/2 ||w - w_start||^2
+    name: Literal["fedavg", "fedprox", "scaffold", "feddyn", "ditto", "local", "finetune",
+                  "fedper", "fedrep", "fedbn"] = "fedavg"
+    mu: float = 0.01  # fedprox: the weight of mu/2 ||w - w_start||^2; ditto: its lambda
+    alpha: float = 0.01  # feddyn: the weight of its regulariser
+    head: list[str] = field(default_factory=list)  # fedper, fedrep: local parameter-name
+    #                                               prefixes ([]: the model's last layer)
+    head_epochs: int = 1  # fedrep: epochs on the head (body frozen) before the body's
+    finetune_epochs: int = 1  # finetune: local epochs from the cluster model before eval
 
     def __post_init__(self) -> None:
         self._check("mu", self.mu >= 0, "a number >= 0")
+        self._check("alpha", self.alpha > 0, "a number > 0")
+        self._check("head", all(isinstance(h, str) and h for h in self.head),
+                    "a list of non-empty parameter-name prefixes")
+        self._check("head_epochs", self.head_epochs >= 1, "an integer >= 1")
+        self._check("finetune_epochs", self.finetune_epochs >= 1, "an integer >= 1")
 
     @property
     def prox_mu(self) -> float | None:
-        """The proximal weight local training adds (None: FedAvg's objective)."""
-        return self.mu if self.name == "fedprox" else None
+        """The proximal weight local training adds (None: FedAvg's objective). FedDyn's
+        local objective has ``alpha/2 ||w - w_start||^2`` too (and a linear term)."""
+        return {"fedprox": self.mu, "feddyn": self.alpha}.get(self.name)
+
+    @property
+    def personal(self) -> bool:
+        """Whether each client ends with a model of its own (evaluated per client)."""
+        return self.name in ("ditto", "local", "finetune", "fedper", "fedrep", "fedbn")
 
 
 @dataclass(frozen=True)

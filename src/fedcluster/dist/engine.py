@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 from ..engines import Engine
 from ..fl.aggregate import group_sums
-from ..fl.client import Update
+from ..fl.client import LocalRule, Update
 from ..fl.evaluate import EvalStats
 from ..fl.validate import screen
 from .collectives import Collectives, DistributedError
@@ -79,9 +79,10 @@ class DistributedEngine:
         return split_by_load(sizes[clients], self.world)
 
     def train(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]],
-              corrections: torch.Tensor | None = None) -> Iterator[Update]:
-        """Train this rank's share of ``jobs``; each of SCAFFOLD's ``corrections`` (one row
-        per job, the same on every rank) goes with its job."""
+              corrections: torch.Tensor | None = None,
+              rule: LocalRule | None = None) -> Iterator[Update]:
+        """Train this rank's share of ``jobs``; each of the ``corrections`` (one row per job,
+        the same on every rank) goes with its job, ``rule`` with every job."""
         if not jobs:
             return
         clients = np.array([c for c, _ in jobs], dtype=np.int64)
@@ -89,10 +90,10 @@ class DistributedEngine:
         picked = np.flatnonzero(owner == self.rank)
         mine = [jobs[j] for j in picked]
         if corrections is None:
-            trained = self.local.train(round_, mine)
+            trained = self.local.train(round_, mine, None, rule)
         else:
             rows_ = torch.as_tensor(picked, dtype=torch.long, device=corrections.device)
-            trained = self.local.train(round_, mine, corrections[rows_])
+            trained = self.local.train(round_, mine, corrections[rows_], rule)
         done = {u.client: u for u in trained}
         cap = int(np.bincount(owner, minlength=self.world).max())
         start = jobs[0][1]

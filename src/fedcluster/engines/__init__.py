@@ -14,7 +14,7 @@ from typing import Protocol
 
 import torch
 
-from ..fl.client import Update
+from ..fl.client import LocalRule, Update
 from ..fl.evaluate import EvalStats
 from .sequential import SequentialEngine
 from .tuning import choose_engine, choose_threads, make_engine, use_channels_last
@@ -25,8 +25,12 @@ __all__ = ["Engine", "SequentialEngine", "VmapEngine", "choose_engine", "choose_
 
 
 class Engine(Protocol):
-    def train(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]]) -> Iterator[Update]:
-        """Train each ``(client, start vector)``; yield updates as clients finish."""
+    def train(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]],
+              corrections: torch.Tensor | None = None,
+              rule: LocalRule | None = None) -> Iterator[Update]:
+        """Train each ``(client, start vector)``; yield updates as clients finish, in order.
+        ``corrections`` (``[jobs, params]``) are added to each job's every gradient;
+        ``rule`` (fl/client.py) changes this call's objective, epochs or frozen parameters."""
         ...
 
     def evaluate(self, vector: torch.Tensor, clients: Sequence[int]) -> EvalStats:

@@ -36,7 +36,7 @@ from ..config import ClientConfig
 from ..data.augment import Augment
 from ..data.device import device_images
 from ..data.federation import Federation
-from ..fl.client import Update, failed_update, local_train
+from ..fl.client import LocalRule, Update, failed_update, local_train
 from ..fl.evaluate import EvalStats, Forward, evaluate, evaluate_clients
 from ..fl.flat import FlatModel
 from ..fl.optim import FlatOptimizer
@@ -127,28 +127,32 @@ class SequentialEngine:
 
         return results()
 
-    def _train_one(self, r: _Replica, round_: int, client: int, start: torch.Tensor,
-                   correction: torch.Tensor | None = None) -> Update:
-        gen = torch_gen(self.seed, CLIENT, round_, client)
+    def _train_one(self, r: _Replica, round_: int, rule: LocalRule, client: int,
+                   start: torch.Tensor, correction: torch.Tensor | None = None) -> Update:
+        gen = torch_gen(*rule.key(self.seed, CLIENT, round_, client))
         idx = self.train_idx[client]
+        mu = self.mu if rule.mu is None else rule.mu
         try:
             delta, loss, steps = local_train(r.model, start, self.train_x, self.train_y, idx,
-                                             self.client, gen, self.augment, r.opt, r.grad, self.mu,
-                                             correction)
+                                             rule.config(self.client), gen, self.augment, r.opt,
+                                             r.grad, mu, correction, rule.trainable)
         except Exception as e:  # the client fails, not the run: the server leaves it out
             log.debug("round %d: client %d failed", round_, client, exc_info=True)
             return failed_update(client, start, len(idx), e)
         return Update(client, delta, len(idx), loss, steps)
 
     def train(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]],
-              corrections: torch.Tensor | None = None) -> Iterator[Update]:
-        """Train each ``(client, start)``; ``corrections`` (``[jobs, params]``, SCAFFOLD's)
-        are added to each client's every gradient."""
+              corrections: torch.Tensor | None = None,
+              rule: LocalRule | None = None) -> Iterator[Update]:
+        """Train each ``(client, start)``; ``corrections`` (``[jobs, params]``: SCAFFOLD's,
+        FedDyn's, Ditto's) are added to each client's every gradient; ``rule`` changes the
+        objective, the epochs or the frozen parameters of this call."""
         jobs = list(jobs)
+        rule = rule or LocalRule()
         sizes = [len(self.train_idx[c]) for c, _ in jobs]
         if corrections is not None:
             jobs = [(c, s, corrections[j]) for j, (c, s) in enumerate(jobs)]
-        yield from self._map(lambda r, job: self._train_one(r, round_, *job), jobs, sizes)
+        yield from self._map(lambda r, job: self._train_one(r, round_, rule, *job), jobs, sizes)
 
     def _forward(self, r: _Replica) -> Forward | None:
         return blocked_forward(r.model.module) if self.blocked_eval else None

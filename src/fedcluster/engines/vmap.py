@@ -31,7 +31,7 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from ..config import ClientConfig
 from ..data.federation import Federation
-from ..fl.client import Update, failed_update, steps_per_epoch
+from ..fl.client import LocalRule, Update, failed_update, steps_per_epoch
 from ..fl.evaluate import EvalStats
 from ..fl.flat import FlatModel
 from ..fl.optim import FlatOptimizer
@@ -93,14 +93,14 @@ class VmapEngine:
         opt.reset()
         return opt
 
-    def _batches(self, round_: int, clients: list[int]) -> tuple[torch.Tensor, torch.Tensor,
-                                                                  list[int]]:
+    def _batches(self, round_: int, clients: list[int], rule: LocalRule
+                 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """Sample indices ``[S, C, B]``, their weights, and each client's step count."""
-        cfg, d = self.client, self.data
+        cfg, d = rule.config(self.client), self.data
         bs, device = cfg.batch_size, self.model.flat.device
         orders, steps = [], []
         for c in clients:
-            gen = torch_gen(self.seed, CLIENT, round_, c)
+            gen = torch_gen(*rule.key(self.seed, CLIENT, round_, c))
             idx = d.train_idx[c]
             n, per_epoch = len(idx), steps_per_epoch(len(idx), cfg)
             epochs = []
@@ -119,16 +119,19 @@ class VmapEngine:
         weight = (out >= 0).to(self.model.flat.dtype)
         return out.clamp_min_(0), weight, steps
 
-    def _train_chunk(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]]
-                     ) -> list[Update]:
+    def _train_chunk(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]],
+                     rule: LocalRule) -> list[Update]:
         d, p = self.data, self.model.num_params
-        order = sorted(range(len(jobs)), key=lambda j: -self._steps(jobs[j][0]))
+        cfg = rule.config(self.client)
+        mu = self.mu if rule.mu is None else rule.mu
+        order = sorted(range(len(jobs)), key=lambda j: -self._steps(jobs[j][0], cfg))
         clients = [jobs[j][0] for j in order]
         starts = torch.stack([jobs[j][1] for j in order])
         corr = torch.stack([jobs[j][2] for j in order]) if len(jobs[0]) > 2 else None
         stack = starts.clone()
         params, buffers = stack[:, :p], stack[0, p:]
-        idx, weight, steps = self._batches(round_, clients)
+        idx, weight, steps = self._batches(round_, clients, rule)
+        mask = rule.trainable
         opt = self._optimizer(params)
         loss_sum = torch.zeros(len(clients), dtype=stack.dtype, device=stack.device)
         for s in range(idx.shape[0]):
@@ -136,11 +139,13 @@ class VmapEngine:
             batch = idx[s, :rows]
             g, loss = self._grad_fn(params[:rows], buffers, d.train_x[batch], d.train_y[batch],
                                     weight[s, :rows])
-            if self.mu is not None:  # FedProx: the gradient of mu/2 ||w - start||^2
-                g.add_(params[:rows] - starts[:rows, :p], alpha=self.mu)
+            if mu is not None:  # FedProx: the gradient of mu/2 ||w - start||^2
+                g.add_(params[:rows] - starts[:rows, :p], alpha=mu)
             if corr is not None:  # SCAFFOLD: c_k - c_i (fl/scaffold.py)
                 g.add_(corr[:rows])
             opt.step(params[:rows], g, rows)
+            if mask is not None:  # frozen parameters keep their start values exactly
+                params[:rows] = params[:rows] * mask + starts[:rows, :p] * (1 - mask)
             loss_sum[:rows] += loss.detach()
         delta = stack - starts
         mean_loss = (loss_sum / torch.tensor(steps, device=stack.device).clamp_min(1)).tolist()
@@ -151,32 +156,34 @@ class VmapEngine:
                                       steps[j])
         return [by_job[j] for j in range(len(jobs))]
 
-    def _steps(self, client: int) -> int:
-        return steps_per_epoch(len(self.data.train_idx[client]), self.client) * \
-            self.client.local_epochs
+    def _steps(self, client: int, cfg: ClientConfig) -> int:
+        return steps_per_epoch(len(self.data.train_idx[client]), cfg) * cfg.local_epochs
 
     def train(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]],
-              corrections: torch.Tensor | None = None) -> Iterator[Update]:
-        """Train each ``(client, start)``; ``corrections`` (``[jobs, params]``, SCAFFOLD's)
-        are added to each client's every gradient."""
+              corrections: torch.Tensor | None = None,
+              rule: LocalRule | None = None) -> Iterator[Update]:
+        """Train each ``(client, start)``; ``corrections`` (``[jobs, params]``) are added to
+        each client's every gradient, ``rule`` changes this call's objective (as in the
+        sequential engine)."""
+        rule = rule or LocalRule()
         if corrections is not None:
             jobs = [(c, s, corrections[j]) for j, (c, s) in enumerate(jobs)]
         size = self.chunk or max(len(jobs), 1)
         for lo in range(0, len(jobs), size):
-            yield from self._train_guarded(round_, jobs[lo:lo + size])
+            yield from self._train_guarded(round_, jobs[lo:lo + size], rule)
 
-    def _train_guarded(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]]
-                       ) -> list[Update]:
+    def _train_guarded(self, round_: int, jobs: Sequence[tuple[int, torch.Tensor]],
+                       rule: LocalRule) -> list[Update]:
         """The chunk's updates; when training it raises, each client is trained alone, so
         only the clients that fail become failed updates (fl/validate.py leaves them out)."""
         try:
-            return self._train_chunk(round_, jobs)
+            return self._train_chunk(round_, jobs, rule)
         except Exception as e:
             if len(jobs) == 1:
                 c, start = jobs[0][:2]
                 log.debug("round %d: client %d failed", round_, c, exc_info=True)
                 return [failed_update(c, start, len(self.data.train_idx[c]), e)]
-        return [u for job in jobs for u in self._train_guarded(round_, [job])]
+        return [u for job in jobs for u in self._train_guarded(round_, [job], rule)]
 
     def evaluate(self, vector: torch.Tensor, clients: Sequence[int]) -> EvalStats:
         return self.data.evaluate(vector, clients)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -14,7 +15,8 @@ from ..config import ClientConfig
 from .flat import FlatModel
 from .optim import FlatOptimizer
 
-__all__ = ["Update", "failed_update", "local_train", "make_optimizer", "steps_per_epoch"]
+__all__ = ["LocalRule", "Update", "failed_update", "local_train", "make_optimizer",
+           "steps_per_epoch"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,25 @@ class Update:
     steps: int
     owned: bool = True  # trained by this process (several processes: see dist/engine.py)
     error: str | None = None  # why training failed (the delta is then zeros; fl/validate.py)
+
+
+@dataclass(frozen=True)
+class LocalRule:
+    """How one training call departs from the engine's usual local objective (personalised
+    algorithms train twice or in phases: fl/personal.py)."""
+
+    mu: float | None = None  # a proximal weight instead of the engine's (fl/client.py)
+    trainable: torch.Tensor | None = None  # [P] 1.0 where parameters move, 0.0 frozen
+    epochs: int | None = None  # local epochs instead of client.local_epochs
+    stream: int = 0  # 0: the round's batch order; another number: an independent one
+
+    def config(self, cfg: ClientConfig) -> ClientConfig:
+        """``cfg`` with this rule's epoch count."""
+        return cfg if self.epochs is None else dataclasses.replace(cfg, local_epochs=self.epochs)
+
+    def key(self, *key: int) -> tuple[int, ...]:
+        """The batch-order key of a client's training (``key`` = seed, tag, round, client)."""
+        return key if self.stream == 0 else (*key, self.stream)
 
 
 def failed_update(client: int, start: torch.Tensor, num_examples: int,
@@ -54,7 +75,8 @@ def local_train(model: FlatModel, start: torch.Tensor, x: torch.Tensor, y: torch
                 opt: FlatOptimizer | None = None,
                 grad: torch.Tensor | None = None,
                 prox_mu: float | None = None,
-                correction: torch.Tensor | None = None) -> tuple[torch.Tensor, float, int]:
+                correction: torch.Tensor | None = None,
+                trainable: torch.Tensor | None = None) -> tuple[torch.Tensor, float, int]:
     """Train ``model`` from ``start`` on samples ``x[idx], y[idx]``; return (delta, loss, steps).
 
     ``start`` is copied into the model, never aliased; batch order comes from ``generator``,
@@ -67,7 +89,8 @@ def local_train(model: FlatModel, start: torch.Tensor, x: torch.Tensor, y: torch
     over the parameters, whose gradient ``prox_mu * (w - start)`` is added to each step's
     (the reported loss is the data loss alone). ``prox_mu = 0`` adds zeros: FedAvg's steps.
     ``correction`` (``[num_params]``, SCAFFOLD's ``c_k - c_i``) is added to every step's
-    gradient.
+    gradient. ``trainable`` (``[num_params]``, 1.0 or 0.0) freezes the parameters where it
+    is 0: they keep their start values exactly after every step (FedRep's phases).
     """
     model.load(start)
     module = model.module
@@ -83,6 +106,7 @@ def local_train(model: FlatModel, start: torch.Tensor, x: torch.Tensor, y: torch
     loss_sum = torch.zeros((), device=x.device)
     anchor = start[:model.num_params]
     diff = torch.empty_like(params) if prox_mu is not None else None
+    frozen = None if trainable is None else anchor * (1 - trainable)
     steps = 0
     for _ in range(cfg.local_epochs):
         order = idx[torch.randperm(n, generator=generator).to(idx.device)]
@@ -97,6 +121,8 @@ def local_train(model: FlatModel, start: torch.Tensor, x: torch.Tensor, y: torch
             if correction is not None:
                 grad.add_(correction)
             opt.step(params.detach(), grad)
+            if frozen is not None:  # x * 1 + 0 and 0 + start are exact: frozen stay put
+                params.detach().mul_(trainable).add_(frozen)
             loss_sum += loss.detach()
             steps += 1
     delta = model.flat.detach() - start

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .algorithm import Hooks, Jobs, Start, Trainer
 from .client_state import client_store, rows, write
 from .server import RoundUpdates
 from .state import RunState
@@ -43,7 +44,7 @@ KEY = "scaffold.c"  # the store's key in RunState.clients and the clusters' in s
 
 
 @dataclass(frozen=True)
-class Scaffold:
+class Scaffold(Hooks):
     """SCAFFOLD's state updates for a federation of clients of training-set ``sizes`` and
     models whose first ``params`` entries are parameters, trained by local SGD at
     learning rate ``lr``."""
@@ -93,3 +94,13 @@ class Scaffold:
         write(store, clients, new)
         return dataclasses.replace(state, server_opt={**state.server_opt,
                                                       KEY: c + change / n_k[:, None]})
+
+    def start(self, state: RunState, round_: int, engine: Trainer, jobs: Jobs,
+              starts: np.ndarray) -> Start:
+        clients = np.array([c for c, _ in jobs], dtype=np.int64)
+        state, corrections = self.corrections(state, clients, starts)
+        return Start(state, jobs, corrections)
+
+    def after_step(self, state: RunState, kept: RoundUpdates, starts: np.ndarray,
+                   labels: np.ndarray) -> RunState:
+        return self.update(state, kept, starts)
