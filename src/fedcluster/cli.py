@@ -391,6 +391,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     for col in ("name", "present", "size"):
         table.add_column(col, no_wrap=True)
     table.add_column("expected at", overflow="fold")
+    table.add_column("description", overflow="fold")
     for row in dataset_rows(cfg.data):
         table.add_row(*row)
     Console().print(table)
