@@ -1,5 +1,7 @@
 """`fedcluster datasets`, the --gpu flag, missing data before training, and MNIST end to end."""
 
+import inspect
+
 import pytest
 import torch
 from _datafiles import write_mnist
@@ -7,6 +9,7 @@ from _datafiles import write_mnist
 from fedcluster.catalog import dataset_rows
 from fedcluster.cli import build_parser, main
 from fedcluster.config import DataConfig, load_config
+from fedcluster.data import DATASETS
 from fedcluster.loop import run_federation
 
 torch.set_num_threads(1)
@@ -15,7 +18,8 @@ torch.set_num_threads(1)
 def test_dataset_rows_report_presence_and_size(tmp_path):
     write_mnist(tmp_path, n_train=10, n_test=5)
     rows = {r[0]: r for r in dataset_rows(DataConfig(root=str(tmp_path)))}
-    name, present, size, where = rows["mnist"]
+    name, present, size, where, about = rows["mnist"]
+    assert about == inspect.getdoc(DATASETS.get("mnist")).splitlines()[0]
     expected = sum(f.stat().st_size for f in (tmp_path / "mnist/MNIST/raw").iterdir())
     assert present == "yes" and where == str(tmp_path / "mnist/MNIST/raw")
     assert size == f"{expected / 1024:.1f} KB"

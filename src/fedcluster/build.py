@@ -146,7 +146,7 @@ def _fingerprint(cfg: Config) -> int:
     per-machine ``[run]`` settings, or what only rank 0 does (output sections)."""
     same = cfg.to_dict()
     same["data"]["root"] = ""
-    for local in ("run", "plots", "tensorboard", "notify"):
+    for local in ("run", "plots", "tensorboard", "mlflow", "wandb", "notify"):
         same.pop(local, None)
     text = json.dumps(same, sort_keys=True, default=str)
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:7], "big")

@@ -33,14 +33,17 @@ def _common_dir(paths: list[Path]) -> str:
     return str(parents.pop()) if len(parents) == 1 else str(paths[0].parent.parent)
 
 
-def dataset_rows(cfg: DataConfig) -> list[tuple[str, str, str, str]]:
-    """(name, present, size on disk, where) for every registered dataset."""
+def dataset_rows(cfg: DataConfig) -> list[tuple[str, str, str, str, str]]:
+    """(name, present, size on disk, where, description) for every registered dataset.
+
+    A dataset that does not declare its files (a plugin's, made in memory) shows "-" for
+    presence, size and place; its description is its docstring's first line."""
     rows = []
     for name in DATASETS.names():
         loader = DATASETS.get(name)
         files = files_of(loader, dataclasses.replace(cfg, dataset=name))
         if files is None:
-            present, size, where = "-", "-", "(not declared)"
+            present, size, where = "-", "-", "-"
         elif not files:
             present, size, where = "-", "-", "(needs data.folder)"
         else:
@@ -52,7 +55,7 @@ def dataset_rows(cfg: DataConfig) -> list[tuple[str, str, str, str]]:
             present, size, where = "yes", "bundled", "scikit-learn"
         aliases = [n for n in DATASETS.names() if n != name and DATASETS.get(n) is loader]
         alias = f" (= {', '.join(aliases)})" if aliases else ""
-        rows.append((name + alias, present, size, where))
+        rows.append((name + alias, present, size, where, _summary(loader)))
     return rows
 
 

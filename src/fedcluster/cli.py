@@ -325,6 +325,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     look for) also makes what a run makes first (see :mod:`fedcluster.preflight`)."""
     path, overrides = _split_args([args.file, *args.overrides])
     cfg = load_config(path, overrides, plugins=args.plugin)
+    from .extras import check_extras
+
+    check_extras(cfg)  # an enabled tracker's package is installed (not imported)
     built = ""
     if args.build:
         from .preflight import preflight
@@ -391,6 +394,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     for col in ("name", "present", "size"):
         table.add_column(col, no_wrap=True)
     table.add_column("expected at", overflow="fold")
+    table.add_column("description", overflow="fold")
     for row in dataset_rows(cfg.data):
         table.add_row(*row)
     Console().print(table)

@@ -33,7 +33,8 @@ __all__ = ["Group", "RunMetrics", "find_runs", "group_runs", "load_run", "mean_s
            "table_rows", "write_html"]
 
 # Keys that do not change what a run computes, or that a comparison averages over.
-_IGNORED = ("name", "seed", "plugins", "run", "plots", "tensorboard", "notify")
+_IGNORED = ("name", "seed", "plugins", "run", "plots", "tensorboard", "mlflow", "wandb",
+            "notify")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ __all__ = ["ALLOWED", "flat_keys", "resume_config"]
 
 # Keys (or whole sections, ending in ".") a resume may change.
 ALLOWED = ("rounds", "run.profile", "run.timeout_s", "run.checkpoint_every", "plots.",
-           "tensorboard.", "notify.")
+           "tensorboard.", "mlflow.", "wandb.", "notify.")
 
 
 def flat_keys(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -52,8 +52,9 @@ def resume_config(run_dir: Path, overrides: list[str], plugins: list[str] = (),
         what = ", ".join(f"{k} = {before.get(k)!r} -> {after[k]!r}" for k in changed)
         raise ConfigError(f"--resume {run_dir}: {what} would change the computation of the "
                           "remaining rounds; a resume may change only rounds= and "
-                          "plots.*, tensorboard.*, notify.*, run.profile, run.timeout_s, "
-                          "run.checkpoint_every (start a new run for anything else)")
+                          "plots.*, tensorboard.*, mlflow.*, wandb.*, notify.*, run.profile, "
+                          "run.timeout_s, run.checkpoint_every (start a new run for anything "
+                          "else)")
     if cfg.rounds <= done:
         raise ConfigError(f"--resume {run_dir}: the run has done {done} of its rounds = "
                           f"{cfg.rounds}; pass rounds=N with N > {done} to extend it")

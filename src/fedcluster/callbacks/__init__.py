@@ -11,22 +11,28 @@ from ..config import Config
 from .base import Callback, CallbackList
 from .console import ConsoleTable
 from .figures import Figures
+from .mlflow_tracker import MlflowTracker
 from .model_files import ModelSaver
 from .notifications import Notify, notifiers_from_config
 from .progress import Progress
 from .run_files import RunFiles
 from .tensorboard import TensorBoard
+from .tracker import Tracker
+from .wandb_tracker import WandbTracker
 
 __all__ = [
     "Callback",
     "CallbackList",
     "ConsoleTable",
     "Figures",
+    "MlflowTracker",
     "ModelSaver",
     "Notify",
     "Progress",
     "RunFiles",
     "TensorBoard",
+    "Tracker",
+    "WandbTracker",
     "default_callbacks",
 ]
 
@@ -37,7 +43,9 @@ def default_callbacks(cfg: Config, run_dir: Path | None, console: Console | None
                       ) -> list[Callback]:
     """The standard set: run files, models, figures and TensorBoard (when a run directory
     is given and the config turns them on), the console table and progress unless
-    ``quiet``, and notifications when configured. (Early stop is the loop's.)
+    ``quiet``, notifications when configured, and the MLflow and W&B trackers when
+    enabled (last: at run end they find the models and report written). (Early stop is
+    the loop's.)
 
     Raises ConfigError (with an install hint) when a configured extra is missing.
     """
@@ -56,4 +64,8 @@ def default_callbacks(cfg: Config, run_dir: Path | None, console: Console | None
     channels = notifiers_from_config(cfg.notify)
     if channels:
         cbs.append(Notify(channels, cfg.notify.secrets()))
+    if cfg.mlflow.enabled:
+        cbs.append(MlflowTracker(cfg.mlflow))
+    if cfg.wandb.enabled:
+        cbs.append(WandbTracker(cfg.wandb))
     return cbs

@@ -9,15 +9,14 @@ the sampled clients' training losses and accuracies. Needs the ``tensorboard`` p
 
 from __future__ import annotations
 
-import importlib.util
-import math
 from pathlib import Path
 
 import numpy as np
 
-from ..config import ConfigError
+from ..extras import require_extra
 from ..records import RoundResult, RunContext, RunSummary
 from .base import Callback
+from .scalars import round_scalars
 
 __all__ = ["TENSORBOARD_HINT", "TensorBoard", "check_tensorboard"]
 
@@ -27,8 +26,7 @@ TENSORBOARD_HINT = ('tensorboard.enabled = true needs the tensorboard package: '
 
 def check_tensorboard() -> None:
     """ConfigError with an install hint when the tensorboard package is missing."""
-    if importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError(TENSORBOARD_HINT)
+    require_extra("tensorboard")
 
 
 class TensorBoard(Callback):
@@ -46,26 +44,10 @@ class TensorBoard(Callback):
                              f"{ctx.federation.num_clients} clients, k={cfg.cluster.k}, "
                              f"{cfg.rounds} rounds, {cfg.model.name}")
 
-    def _scalar(self, tag: str, value: float | None, step: int) -> None:
-        if value is not None and not math.isnan(value):
-            self.writer.add_scalar(tag, value, step)  # type: ignore[union-attr]
-
     def on_round_end(self, result: RoundResult) -> None:
         r = result.round
-        for key in ("accuracy", "top5", "loss"):
-            self._scalar(f"overall/{key}", getattr(result, key), r)
-            for c in result.clusters:
-                self._scalar(f"cluster_{c.id}/{key}", getattr(c, key), r)
-        for c in result.clusters:
-            self._scalar(f"cluster_{c.id}/size", float(len(c.members)), r)
-        self._scalar("clustering/sse", result.sse, r)
-        self._scalar("clustering/ari", result.ari, r)
-        self._scalar("clustering/nmi", result.nmi, r)
-        changed = result.clustering.get("changed")
-        self._scalar("clustering/changed", None if changed is None else float(changed), r)
-        for q in ("mean", "p10", "min"):
-            self._scalar(f"clients/accuracy_{q}", result.client_accuracy.get(q), r)
-        self._scalar("time/round_seconds", result.seconds, r)
+        for tag, value in round_scalars(result).items():
+            self.writer.add_scalar(tag, value, r)  # type: ignore[union-attr]
         for tag, values in (("clients/train_loss", [c.train_loss for c in result.clients]),
                             ("clients/accuracy", [c.accuracy for c in result.clients])):
             v = np.array([np.nan if x is None else x for x in values], dtype=np.float64)

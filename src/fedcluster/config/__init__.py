@@ -7,7 +7,15 @@ before any work starts. Errors name the key, the value and what was expected.
 
 from .base import ConfigError
 from .load import config_to_toml, load_config, parse_overrides
-from .reporting import NotifyConfig, PlotsConfig, TelegramConfig, TensorBoardConfig, WebhookConfig
+from .reporting import (
+    MlflowConfig,
+    NotifyConfig,
+    PlotsConfig,
+    TelegramConfig,
+    TensorBoardConfig,
+    WandbConfig,
+    WebhookConfig,
+)
 from .root import Config
 from .sections import (
                        ClientConfig,
@@ -25,6 +33,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataConfig",
+    "MlflowConfig",
     "ModelConfig",
     "NotifyConfig",
     "PlotsConfig",
@@ -33,6 +42,7 @@ __all__ = [
     "StopConfig",
     "TelegramConfig",
     "TensorBoardConfig",
+    "WandbConfig",
     "WebhookConfig",
     "config_to_toml",
     "load_config",

@@ -51,6 +51,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in get_args(tp))
     if get_origin(tp) is list:
         return f"a list of {_type_name(get_args(tp)[0])}s"
+    if get_origin(tp) is dict:
+        return "a table of keys"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
         tp, str(tp)
     )
@@ -62,6 +64,10 @@ _NO = object()
 def _coerce(value: Any, tp: Any) -> Any:
     """``value`` as type ``tp``, or ``_NO`` when it does not fit."""
     origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is dict:
+        return value if isinstance(value, dict) else _NO
     if origin is Literal:
         return value if value in get_args(tp) else _NO
     if origin in (Union, types.UnionType):
@@ -114,6 +120,8 @@ def _field_type(path: list[str]) -> Any:
     """The declared type at a dotted key path, or raise ConfigError for unknown keys."""
     cls: Any = Config
     for i, part in enumerate(path):
+        if get_origin(cls) is dict:  # a free table ([data.params]): any key, any value
+            return Any
         if not dataclasses.is_dataclass(cls):
             raise ConfigError(
                 f"unknown key {'.'.join(path)}: {'.'.join(path[:i])} is not a section"
@@ -254,6 +262,10 @@ def _check_names(cfg: Config) -> None:
     _check_registered("data.partition", cfg.data.partition, BUILTIN_PARTITIONS, _partitions,
                       also=(LOCAL,))
     _check_registered("data.shift", cfg.data.shift, BUILTIN_SHIFTS, _shifts)
+    if cfg.data.params:  # the dataset's builder takes each key (imports torch)
+        from ..data.sources import check_params
+
+        check_params(cfg.data)
     if isinstance(cfg.model.pretrained, str) and not Path(cfg.model.pretrained).is_file():
         raise ConfigError(f"model.pretrained = {cfg.model.pretrained!r}: file not found")
 

@@ -1,14 +1,16 @@
-"""The reporting sections of the config: figures, TensorBoard and push notifications."""
+"""The reporting sections of the config: figures, TensorBoard, experiment trackers (MLflow,
+Weights & Biases) and push notifications."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from .. import secrets
 from .base import ConfigError, _Section
 
-__all__ = ["NotifyConfig", "PlotsConfig", "TelegramConfig", "TensorBoardConfig", "WebhookConfig"]
+__all__ = ["MlflowConfig", "NotifyConfig", "PlotsConfig", "TelegramConfig", "TensorBoardConfig",
+           "WandbConfig", "WebhookConfig"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,40 @@ class PlotsConfig(_Section):
 class TensorBoardConfig(_Section):
     _section: ClassVar[str] = "tensorboard"
     enabled: bool = False
+
+
+@dataclass(frozen=True)
+class MlflowConfig(_Section):
+    """An MLflow run per fedcluster run (callbacks/mlflow_tracker.py; the ``mlflow`` extra)."""
+
+    _section: ClassVar[str] = "mlflow"
+    enabled: bool = False
+    # "": MLflow's own default (MLFLOW_TRACKING_URI, else a store in the current directory:
+    # sqlite:///mlflow.db with artifacts in ./mlruns in MLflow 3, the ./mlruns files in 2);
+    # or http://host:port of an `mlflow server`, sqlite:///path.db, databricks, ...
+    tracking_uri: str = ""
+    experiment: str = "fedcluster"
+    timeout_s: float = 10.0  # per request to a tracking server (2 retries); then it gives up
+
+    def __post_init__(self) -> None:
+        self._check("experiment", bool(self.experiment.strip()), "a non-empty experiment name")
+        self._check("timeout_s", self.timeout_s > 0, "a number of seconds > 0")
+
+
+@dataclass(frozen=True)
+class WandbConfig(_Section):
+    """A Weights & Biases run per fedcluster run (callbacks/wandb_tracker.py; the ``wandb``
+    extra). Offline by default: written to disk, uploaded later with ``wandb sync``."""
+
+    _section: ClassVar[str] = "wandb"
+    enabled: bool = False
+    mode: Literal["offline", "online"] = "offline"
+    project: str = "fedcluster"
+    entity: str = ""  # "": the account's default (online)
+    dir: str = ""  # "": the run directory (its wandb/ folder), else the current directory
+
+    def __post_init__(self) -> None:
+        self._check("project", bool(self.project.strip()), "a non-empty project name")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from .. import secrets
 from .base import _require, _Section
 from .privacy import PrivacyConfig
-from .reporting import NotifyConfig, PlotsConfig, TensorBoardConfig
+from .reporting import MlflowConfig, NotifyConfig, PlotsConfig, TensorBoardConfig, WandbConfig
 from .sections import (
     AlgorithmConfig,
     AttackConfig,
@@ -44,6 +44,8 @@ class Config(_Section):
     run: RunConfig = field(default_factory=RunConfig)
     plots: PlotsConfig = field(default_factory=PlotsConfig)
     tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     def __post_init__(self) -> None:
@@ -137,4 +139,5 @@ class Config(_Section):
             tg["token"] = secrets.MASK if tg["token"] else ""
             tg["proxy"] = secrets.mask_url(tg["proxy"])
             hook["url"] = secrets.MASK if hook["url"] else ""
+            out["mlflow"]["tracking_uri"] = secrets.mask_url(out["mlflow"]["tracking_uri"])
         return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from .base import _Section
 
@@ -35,6 +35,8 @@ class DataConfig(_Section):
     groups: int = 1
     replicate: bool = True
     normalize: bool = True  # false: inputs scaled to [0, 1] only
+    # keyword arguments for the dataset's builder (a plugin's own parameters)
+    params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._check("image_size", self.image_size >= 8, "an integer >= 8 (pixels)")

@@ -136,6 +136,8 @@ def build_augment(aug: Augmentation | None, mean: tuple[float, ...], std: tuple[
         return None
     exact = not (aug.rotation or aug.resized_crop)  # whole-pixel moves only
 
+    mean, std = mean or (0.0,), std or (1.0,)  # empty: not normalised
+
     def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
         s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)

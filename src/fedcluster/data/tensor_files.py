@@ -1,11 +1,15 @@
 """A dataset kept as two safetensors files, the simplest way for a site to bring its data.
 
 ``data.dataset = "tensors"`` reads ``<data.root>/train.safetensors`` and
-``<data.root>/test.safetensors``, each holding ``x`` (uint8 images ``[N, C, H, W]``)
-and ``y`` (integer labels ``[N]``). Optional string metadata in the training file:
-``num_classes`` (else the largest label + 1), ``mean`` and ``std`` (comma-separated,
-one per channel; else computed from the training images). Sites of one federation
-should set ``num_classes`` so their models agree even when they lack some labels.
+``<data.root>/test.safetensors``, each holding ``x`` (samples ``[N, *shape]``: uint8
+images ``[N, C, H, W]``, or float data of any shape such as rows ``[N, F]`` or signals
+``[N, C, L]``) and ``y`` (integer labels ``[N]``). Optional string metadata in the
+training file: ``num_classes`` (else the largest label + 1), ``mean`` and ``std``
+(comma-separated, one per channel, or one for all). Without them uint8 images are
+normalised per channel with the training images' statistics, and float samples are used
+as they are (normalise them before saving, or give ``mean``/``std``). Sites of one
+federation should set ``num_classes`` so their models agree even when they lack some
+labels.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ def _read(path: Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
         if not {"x", "y"} <= keys:
             raise DataError(f"{path}: expected tensors 'x' and 'y', found {sorted(keys)}")
         x, y, meta = f.get_tensor("x"), f.get_tensor("y"), f.metadata() or {}
-    if x.dtype != torch.uint8 or x.dim() != 4 or y.dim() != 1 or len(x) != len(y):
-        raise DataError(f"{path}: expected x uint8 [N, C, H, W] and y [N], got x "
-                          f"{x.dtype} {list(x.shape)} and y {list(y.shape)}")
+    ok_x = (x.dtype == torch.uint8 and x.dim() == 4) or (x.is_floating_point() and x.dim() >= 2)
+    if not ok_x or y.dim() != 1 or len(x) != len(y) or y.is_floating_point():
+        raise DataError(f"{path}: expected x uint8 [N, C, H, W] or float [N, *shape] and "
+                        f"integer y [N], got x {x.dtype} {list(x.shape)} and y {y.dtype} "
+                        f"{list(y.shape)}")
     return x, y.long(), meta
 
 
@@ -44,18 +50,23 @@ def _floats(meta: dict[str, str], key: str, default: tuple[float, ...]) -> tuple
 
 @expected_files(_files)
 def tensor_files(cfg: DataConfig) -> ArrayDataset:
-    """The images and labels under ``cfg.root`` (see the module docstring)."""
+    """Your own samples and labels: <data.root>/train.safetensors and test.safetensors."""
     root = Path(cfg.root)
     require_files("tensors", _files(cfg), "write them with safetensors.torch.save_file: x uint8 "
-                  "[N, C, H, W], y labels [N], metadata num_classes (see README, local sites)")
+                  "[N, C, H, W] or float [N, *shape], y labels [N], metadata num_classes "
+                  "(see README, local sites)")
     train_x, train_y, meta = _read(root / "train.safetensors")
     test_x, test_y, _ = _read(root / "test.safetensors")
-    if train_x.shape[1:] != test_x.shape[1:]:
-        raise DataError(f"{root}: train images {list(train_x.shape[1:])} and test images "
-                          f"{list(test_x.shape[1:])} differ in shape")
+    if train_x.shape[1:] != test_x.shape[1:] or train_x.dtype != test_x.dtype:
+        raise DataError(f"{root}: train samples {train_x.dtype} {list(train_x.shape[1:])} and "
+                        f"test samples {test_x.dtype} {list(test_x.shape[1:])} differ")
     num_classes = int(meta.get("num_classes", int(max(train_y.max(), test_y.max())) + 1))
-    scaled = train_x.float() / 255.0
-    dims = (0, 2, 3)
-    mean = _floats(meta, "mean", tuple(scaled.mean(dim=dims).tolist()))
-    std = _floats(meta, "std", tuple(scaled.std(dim=dims).clamp_min(1e-6).tolist()))
-    return ArrayDataset(train_x, train_y, test_x, test_y, num_classes, mean, std)
+    mean, std = _floats(meta, "mean", ()), _floats(meta, "std", ())
+    if train_x.dtype == torch.uint8 and not mean:  # images: per-channel statistics
+        scaled = train_x.float() / 255.0
+        mean = tuple(scaled.mean(dim=(0, 2, 3)).tolist())
+        std = tuple(scaled.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist())
+    try:
+        return ArrayDataset(train_x, train_y, test_x, test_y, num_classes, mean, std)
+    except ValueError as e:  # mean/std of the wrong length
+        raise DataError(f"{root / 'train.safetensors'}: {e}") from None

@@ -1,5 +1,8 @@
 """Model registry. A builder takes a :class:`ModelSpec` and the ``ModelConfig``.
 
+A builder for one kind of input (images ``(C, H, W)``) raises ValueError for samples of
+another shape, which :func:`build_model` turns into a config error.
+
 Register your own with ``@MODELS.register("name")`` in a plugin file
 (``fedcluster run cfg.toml --plugin my_models.py``).
 """
