@@ -49,6 +49,19 @@ def test_missing_tracker_package_is_a_config_error_naming_the_extra(section, mon
     assert f"fedcluster[{section}]" in capsys.readouterr().err
 
 
+def test_tracker_params_are_the_flat_config_with_secrets_masked():
+    from fedcluster.callbacks.tracker import config_params
+
+    cfg = load_config(None, ["notify.telegram.chat_id=42", "mlflow.enabled=true",
+                             "mlflow.tracking_uri=https://me:pa55word@mlflow.example:5000"],
+                      environ={"FEDCLUSTER_TELEGRAM_TOKEN": "123:tok3n"})
+    params = config_params(cfg)
+    assert params["notify.telegram.token"] == "***"
+    assert params["mlflow.tracking_uri"] == "https://me:***@mlflow.example:5000"
+    assert params["model.hidden"] == "[200]" and params["cluster.k"] == "2"
+    assert not any("tok3n" in v or "pa55word" in v for v in params.values())
+
+
 class _Broken(Tracker):
     name = "broken"
 
