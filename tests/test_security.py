@@ -164,3 +164,46 @@ def test_a_run_beyond_this_machine_is_warned_about_at_start(host, nnodes, warned
         assert warn_multi_node(host, nnodes) is warned
     assert ("neither authenticated nor encrypted" in caplog.text) is warned
     assert ("trusted network" in caplog.text) is warned
+
+
+def test_a_saved_config_carries_no_secret_and_a_rerun_takes_them_from_the_environment(
+        tmp_path):
+    """The run's config.toml holds *** for the token, the proxy password and the webhook
+    URL; loaded again with the variables set it sends with the real token (a recorder
+    stands in for Telegram), and without them it is refused naming the variable."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from http_recorder import Recorder
+
+    from fedcluster.callbacks.notifications import notifiers_from_config
+    from fedcluster.config import ConfigError, config_to_toml, load_config
+    from fedcluster.notify.base import Message
+
+    token, hook = "4242:REAL-token", "http://127.0.0.1:9/hook/KEY-SECRET-1"
+    env = {"FEDCLUSTER_TELEGRAM_TOKEN": token, "FEDCLUSTER_PROXY_PASSWORD": "pw-SECRET",
+           "FEDCLUSTER_WEBHOOK_URL": hook}
+    with Recorder() as api:
+        over = ["notify.telegram.chat_id=5", f"notify.telegram.api_url={api.url}",
+                "notify.telegram.proxy=http://bob@127.0.0.1:9"]
+        cfg = load_config(None, over, environ=env)
+        saved = tmp_path / "config.toml"  # as the run writes it (callbacks/run_files.py)
+        saved.write_text(config_to_toml(cfg))
+        text = saved.read_text()
+        for secret in (token, "pw-SECRET", "KEY-SECRET-1"):
+            assert secret not in text
+        assert text.count("***") == 3
+        again = load_config(saved, ["notify.telegram.proxy=", "notify.webhook.url="],
+                            environ={"FEDCLUSTER_TELEGRAM_TOKEN": token})
+        assert again.notify.telegram.token == token
+        (service, _), = notifiers_from_config(again.notify)
+        service.send(Message("start", "again"))
+        service.close()
+        assert [p.path for p in api.posts] == [f"/bot{token}/sendMessage"]
+        back = load_config(saved, environ=env).notify
+        assert (back.telegram.token, back.webhook.url) == (token, hook)
+        assert back.telegram.proxy == "http://bob:pw-SECRET@127.0.0.1:9"
+    for missing, key in [("FEDCLUSTER_TELEGRAM_TOKEN", "notify.telegram.token"),
+                         ("FEDCLUSTER_PROXY_PASSWORD", "notify.telegram.proxy"),
+                         ("FEDCLUSTER_WEBHOOK_URL", "notify.webhook.url")]:
+        partial = {k: v for k, v in env.items() if k != missing}
+        with pytest.raises(ConfigError, match=rf"{key} holds \*\*\*.*{missing}"):
+            load_config(saved, environ=partial)

@@ -2,7 +2,9 @@
 variables, which win over the file, and masked wherever the config or an error is shown.
 
 Environment variables: ``FEDCLUSTER_TELEGRAM_TOKEN``, ``FEDCLUSTER_TELEGRAM_PROXY`` (a
-whole proxy URL) and ``FEDCLUSTER_PROXY_PASSWORD`` (the password of the proxy URL). They
+whole proxy URL), ``FEDCLUSTER_PROXY_PASSWORD`` (the password of the proxy URL) and
+``FEDCLUSTER_WEBHOOK_URL``. A saved ``config.toml`` holds ``***`` in their place, which is
+refused as a value (:func:`is_masked`): rerunning it takes them from the environment. They
 carry credentials only: a service is turned on by the config (``notify.telegram.chat_id``,
 ``notify.webhook.url``), so a variable set in a shell never makes every run push.
 """
@@ -20,6 +22,7 @@ __all__ = [
     "PROXY_PASSWORD_ENV",
     "PROXY_SCHEMES",
     "apply_env",
+    "is_masked",
     "mask_text",
     "mask_url",
     "proxy_problem",
@@ -31,6 +34,7 @@ PROXY_PASSWORD_ENV = "FEDCLUSTER_PROXY_PASSWORD"
 ENV_KEYS: dict[str, tuple[str, ...]] = {
     "FEDCLUSTER_TELEGRAM_TOKEN": ("notify", "telegram", "token"),
     "FEDCLUSTER_TELEGRAM_PROXY": ("notify", "telegram", "proxy"),
+    "FEDCLUSTER_WEBHOOK_URL": ("notify", "webhook", "url"),
 }
 PROXY_SCHEMES = ("socks5", "socks5h", "http", "https")
 
@@ -65,6 +69,17 @@ def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any
         netloc = f"{quote(unquote(parts.username), safe='')}:{quote(password, safe='')}@{host}"
         _set(out, ("notify", "telegram", "proxy"), urlunsplit(parts._replace(netloc=netloc)))
     return out
+
+
+def is_masked(value: str, url: bool = False) -> bool:
+    """Whether ``value`` is the mask a saved config carries (``***``; for a URL, ``***``
+    as its password) rather than a secret."""
+    if value == MASK:
+        return True
+    try:
+        return url and urlsplit(value).password == MASK
+    except ValueError:
+        return False
 
 
 def mask_url(url: str) -> str:

@@ -93,7 +93,7 @@ class ConsoleTable(Callback):
             self.console.print(f"[red]run failed after round {summary.round}:[/] "
                                f"{escape(summary.error)}")
         elif summary.reason not in ("completed", "early-stop"):  # a signal
-            again = f": fedcluster run --resume {self.run_dir}" if self.run_dir else ""
+            again = f": fedcluster run --resume {escape(str(self.run_dir))}" if self.run_dir else ""
             self.console.print(f"[yellow]stopped by {summary.reason}[/] after round "
                                f"{summary.round}; it can be resumed{again}")
         elif final is not None:
@@ -107,5 +107,5 @@ class ConsoleTable(Callback):
             self.console.print(describe(final.privacy))
         if self.run_dir is not None:
             report = ", report.html" if (Path(self.run_dir) / "report.html").exists() else ""
-            self.console.print(f"results in [bold]{self.run_dir}[/] (metrics.jsonl, "
+            self.console.print(f"results in [bold]{escape(str(self.run_dir))}[/] (metrics.jsonl, "
                                f"config.toml, models/, run.log{report})")

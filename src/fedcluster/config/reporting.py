@@ -32,6 +32,14 @@ class TensorBoardConfig(_Section):
     enabled: bool = False
 
 
+def _unmasked(key: str, value: str, env: str, url: bool = False) -> None:
+    """A saved config.toml's ``***`` is not a secret: refuse it, naming the variable."""
+    if secrets.is_masked(value, url):
+        raise ConfigError(f"{key} holds {secrets.MASK}, the mask a saved config.toml carries "
+                          f"instead of the secret: set {env} in the environment (it wins "
+                          "over the file), or give the value as an override")
+
+
 @dataclass(frozen=True)
 class MlflowConfig(_Section):
     """An MLflow run per fedcluster run (callbacks/mlflow_tracker.py; the ``mlflow`` extra)."""
@@ -84,6 +92,9 @@ class TelegramConfig(_Section):
         if self.enabled and not self.token:
             raise ConfigError("notify.telegram.chat_id is set but the bot token is missing: set "
                               "notify.telegram.token or the FEDCLUSTER_TELEGRAM_TOKEN variable")
+        _unmasked("notify.telegram.token", self.token, "FEDCLUSTER_TELEGRAM_TOKEN")
+        _unmasked("notify.telegram.proxy", self.proxy,
+                  "FEDCLUSTER_PROXY_PASSWORD or FEDCLUSTER_TELEGRAM_PROXY", url=True)
         if any(ch.isspace() or ch == "/" for ch in self.token):
             raise ConfigError("notify.telegram.token (hidden): expected a bot token without "
                               "spaces or '/'")
@@ -107,6 +118,7 @@ class WebhookConfig(_Section):
 
     def __post_init__(self) -> None:
         self._check("every", self.every >= 0, "an integer >= 0 (0 = start, end, errors only)")
+        _unmasked("notify.webhook.url", self.url, "FEDCLUSTER_WEBHOOK_URL")
         if self.url and not self.url.startswith(("http://", "https://")):
             raise ConfigError(f"notify.webhook.url = {secrets.mask_url(self.url)!r}: expected "
                               "an http:// or https:// URL")

@@ -13,6 +13,7 @@ __all__ = ["ClientConfig", "ClusterConfig", "DataConfig", "ModelConfig", "RunCon
 
 
 MACHINE_OVERSUBSCRIPTION = 4  # run.threads, run.workers: at most this many per core
+MAX_TIMEOUT_S = 30 * 24 * 3600.0  # run.timeout_s (inf cannot be a torch.distributed timeout)
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,9 @@ class RunConfig(_Section):
                     f"an integer in [0, {most}] (0 = chosen per model; at most "
                     f"{MACHINE_OVERSUBSCRIPTION} x this machine's {os.cpu_count() or 1} cores)")
         self._check("eval_batch_size", self.eval_batch_size >= 1, "an integer >= 1")
-        self._check("timeout_s", self.timeout_s > 0, "a number of seconds > 0")
+        self._check("timeout_s", 0 < self.timeout_s <= MAX_TIMEOUT_S,
+                    f"a number of seconds in (0, {MAX_TIMEOUT_S:g}] (30 days; a collective "
+                    "that waits longer has hung)")
         self._check("checkpoint_every", self.checkpoint_every >= 1,
                     "an integer >= 1 (rounds between checkpoints)")
         self._check("vmap_chunk", self.vmap_chunk >= 0,

@@ -87,6 +87,11 @@ def build_federation(dataset: ArrayDataset, cfg: DataConfig, seed: int, site: in
     """
     if cfg.partition == "local":
         return _site_federation(dataset, cfg, seed, site, sites)
+    samples = len(dataset.train_y) * (cfg.groups if cfg.groups > 1 and cfg.replicate else 1)
+    if cfg.num_clients > samples:  # before any per-client work (10**7 clients ran out of memory)
+        raise PartitionError(f"data.num_clients = {cfg.num_clients}: expected at most the "
+                             f"{samples} training samples there are to share out (each "
+                             "client needs at least one)")
     if cfg.groups > 1:
         return grouped_federation(dataset, cfg, seed)
     rng = numpy_rng(seed, PARTITION)

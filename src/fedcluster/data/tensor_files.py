@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from ..config import DataConfig
 from .files import DataError, expected_files, require_files
@@ -31,11 +31,15 @@ def _files(cfg: DataConfig) -> list[Path]:
 
 
 def _read(path: Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
-    with safe_open(str(path), framework="pt") as f:
-        keys = set(f.keys())
-        if not {"x", "y"} <= keys:
-            raise DataError(f"{path}: expected tensors 'x' and 'y', found {sorted(keys)}")
-        x, y, meta = f.get_tensor("x"), f.get_tensor("y"), f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = set(f.keys())
+            if not {"x", "y"} <= keys:
+                raise DataError(f"{path}: expected tensors 'x' and 'y', found {sorted(keys)}")
+            x, y, meta = f.get_tensor("x"), f.get_tensor("y"), f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:  # a corrupt or truncated file
+        raise DataError(f"{path}: not a readable safetensors file ({type(e).__name__}: "
+                        f"{e}); write it again with safetensors.torch.save_file") from None
     ok_x = (x.dtype == torch.uint8 and x.dim() == 4) or (x.is_floating_point() and x.dim() >= 2)
     if not ok_x or y.dim() != 1 or len(x) != len(y) or y.is_floating_point():
         raise DataError(f"{path}: expected x uint8 [N, C, H, W] or float [N, *shape] and "

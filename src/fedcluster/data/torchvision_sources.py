@@ -16,6 +16,7 @@ import importlib
 import io
 import logging
 import pickle
+import pickletools
 import shutil
 import urllib.error
 from collections.abc import Callable
@@ -148,12 +149,16 @@ class _ArraysOnly(pickle.Unpickler):
 
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with open(path, "rb") as f:
-            entry = _ArraysOnly(f, encoding="latin1").load()
+        raw = path.read_bytes()
+        # every length field is checked against the bytes there are before the unpickler
+        # allocates it (a corrupt one of 2^40 would be a MemoryError there)
+        for _ in pickletools.genops(io.BytesIO(raw)):
+            pass
+        entry = _ArraysOnly(io.BytesIO(raw), encoding="latin1").load()
         data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(entry["labels"], dtype=np.int64)
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, IndexError,
-            AttributeError) as e:
+            AttributeError, MemoryError, OverflowError) as e:
         raise DataError(f"dataset 'cifar10': {path} is not a CIFAR-10 python batch "
                         f"({type(e).__name__}: {e}); it is corrupt or truncated. Delete "
                         f"{path.parent} and extract cifar-10-python.tar.gz again") from e
