@@ -122,6 +122,15 @@ def test_compare_groups_runs_by_config_less_seed_and_reads_the_files(tmp_path):
     assert rows[1] == ["cluster.k=3", "1", "0.9500", "0.9500", "2.0 (1/1)", "-"]
 
 
+def test_a_key_only_one_group_has_is_left_out_of_the_others_labels(tmp_path):
+    # two plugin datasets with their own [data.params]: each label names its own keys only
+    _fake_run(tmp_path, "a", '[data]\ndataset = "x"\n[data.params]\nn = 5\n', [0.5])
+    _fake_run(tmp_path, "b", '[data]\ndataset = "y"\n[data.params]\nm = 7\n', [0.6])
+    groups = group_runs([load_run(p) for p in find_runs([tmp_path])])
+    assert [g.label for g in groups] == ["data.dataset=x, data.params.n=5",
+                                         "data.dataset=y, data.params.m=7"]
+
+
 def test_compare_refuses_what_is_not_a_run(tmp_path, capsys):
     assert main(["compare", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err

@@ -17,6 +17,7 @@ import io
 import json
 import statistics
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,10 @@ def group_runs(runs: list[RunMetrics]) -> list[Group]:
                         if len({json.dumps(g.get(k), default=str) for g in flats.values()}) > 1})
     groups = []
     for key, members in keyed.items():
-        label = ", ".join(f"{k}={flats[key].get(k)}" for k in differing)
+        # a key another group's config has and this one's lacks (a plugin's [data.params])
+        # says nothing about this group
+        label = ", ".join(f"{k}={flats[key][k]}" for k in differing
+                          if flats[key].get(k) is not None)
         groups.append(Group(label or str(members[0].config.get("name", members[0].path.name)),
                             members))
     return groups
@@ -181,7 +185,7 @@ def _curves_png(groups: list[Group]) -> bytes:
                     by_round.setdefault(r["round"], []).append(r["accuracy"])
         xs = sorted(by_round)
         ax.plot(xs, [statistics.fmean(by_round[x]) for x in xs], color=color,
-                label=f"{group.label} (n={len(group.runs)})")
+                label=textwrap.fill(f"{group.label} (n={len(group.runs)})", 70))
         if len(group.runs) > 1:
             ax.fill_between(xs, [min(by_round[x]) for x in xs], [max(by_round[x]) for x in xs],
                             color=color, alpha=0.2, linewidth=0)
@@ -189,9 +193,10 @@ def _curves_png(groups: list[Group]) -> bytes:
     ax.set_ylabel("accuracy (all clients' eval sets)")
     integer_axis(ax.xaxis)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    # below the axes, so long labels widen the figure instead of covering the curves
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(0.0, -0.15))
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     return buf.getvalue()
 
 
