@@ -37,7 +37,7 @@ def test_datasets_command_lists_every_dataset(tmp_path, capsys):
 
 
 def test_gpu_flag_maps_to_run_device():
-    from fedcluster.cli import _run_overrides
+    from fedcluster.run_command import _run_overrides
 
     parser = build_parser()
     assert _run_overrides(parser.parse_args(["run", "--gpu", "1"]), []) == ["run.device=cuda:1"]

@@ -218,8 +218,8 @@ def test_a_launcher_lends_its_directory_to_its_workers(tmp_path: Path,
 
 
 def test_each_rank_gets_its_run_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fedcluster.cli import _worker_run_dir
     from fedcluster.config import load_config
+    from fedcluster.run_command import _worker_run_dir
 
     cfg = load_config(None, [f"run.out={tmp_path / 'runs'}"])
     monkeypatch.setenv("RANK", "1")

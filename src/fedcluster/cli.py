@@ -1,34 +1,26 @@
-"""Command line: ``fedcluster run | validate | config | partition | report | datasets |
-models``.
+"""Command line: ``fedcluster run | validate | config | partition | report | compare |
+datasets | models``.
 
-The only module that reads argv.
+The only module that reads argv; ``run`` itself is :mod:`fedcluster.run_command`.
 """
 
 from __future__ import annotations
 
 import argparse
-import atexit
 import gc
 import logging
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
 from . import __version__
-from .config import Config, ConfigError, load_config
-from .rundir import RunDir, RunDirError, held_by_launcher, new_run, resume_run
-from .signals import Stopped, stop_on_signals
-
-if TYPE_CHECKING:
-    from .fl.state import RunState
-    from .sweep import Combination
+from .config import ConfigError, load_config
+from .rundir import RunDirError
+from .signals import Stopped
 
 __all__ = ["main"]
 
@@ -49,169 +41,12 @@ def _split_args(items: list[str]) -> tuple[str | None, list[str]]:
     return path, overrides
 
 
-def _run_dir(cfg: Config, out: str | None) -> RunDir:
-    """A new run's directory, created, checked writable and locked before any training:
-    ``--out``, or a new ``<run.out>/<name>-<time>``."""
-    return new_run(out, cfg.run.out, cfg.name)
-
-
-@contextmanager
-def _launch_run_dir(cfg: Config, args: argparse.Namespace) -> Iterator[Path | None]:
-    """The directory the workers of a launch write, held while they run.
-
-    On one machine this launcher opens and holds it, and tells its workers so. Over
-    several machines global rank 0 opens it, wherever it runs (so that launchers sharing
-    a file system do not contend for one ``--out``): None here without ``--out``.
-    """
-    if (args.nnodes or 1) > 1:
-        out = args.resume or args.out
-        yield Path(out) if out is not None else None
-        return
-    opened = resume_run(args.resume) if args.resume else _run_dir(cfg, args.out)
-    with opened as held:
-        yield held.lend_to_workers()
-
-
-def _worker_run_dir(cfg: Config, out: str | None, resume: bool = False) -> Path:
-    """A torchrun rank's run directory. Rank 0 writes into the one its launcher holds,
-    or (under a torchrun started by hand, or over several machines) opens one itself
-    and holds it until the process ends. The other ranks write nothing: theirs is unused.
-    """
-    if os.environ.get("RANK") != "0":
-        return Path(out if out is not None else cfg.run.out)
-    if out is not None and held_by_launcher(out):
-        return Path(out)
-    held = resume_run(out) if resume else _run_dir(cfg, out)
-    atexit.register(held.release)
-    return held.path
-
-
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
     handler = RichHandler(console=Console(stderr=True), show_time=False, show_path=False,
                           level=level)
     log.addHandler(handler)
-
-
-def _run_overrides(args: argparse.Namespace, overrides: list[str]) -> list[str]:
-    """``--centralized``, the reference's ``--gpu N`` (-1 = CPU) and ``--profile`` as config
-    overrides."""
-    extra = []
-    if getattr(args, "centralized", False):
-        extra.append("mode=centralized")
-    gpu = getattr(args, "gpu", None)
-    if gpu is not None:
-        extra.append("run.device=cpu" if gpu < 0 else f"run.device=cuda:{gpu}")
-    if getattr(args, "profile", False):
-        extra.append("run.profile=true")
-    return [*overrides, *extra]
-
-
-def _resumed(args: argparse.Namespace, path: str | None,
-             overrides: list[str]) -> tuple[Config, RunState]:
-    """The config and state a ``--resume`` continues from: the run directory's saved
-    config (with the overrides a resume may make) and its last checkpoint."""
-    from .checkpoint import load_checkpoint
-    from .resume import resume_config
-
-    if path is not None:
-        raise ConfigError(f"--resume {args.resume}: the run continues with the config saved "
-                          f"there; give overrides only (not {path!r})")
-    if args.out is not None:
-        raise ConfigError("--resume writes into the run's own directory; drop --out")
-    start = load_checkpoint(Path(args.resume))
-    cfg = resume_config(Path(args.resume), overrides, args.plugin, done=start.round)
-    return cfg, start
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from .callbacks import default_callbacks
-    from .dist.group import launched
-    from .loop import run_federation
-
-    path, overrides = _split_args(args.config)
-    _setup_logging(args.verbose, args.quiet)
-    overrides = _run_overrides(args, overrides)
-    if args.resume is None:
-        from .sweep import combinations
-
-        combos = combinations(path, overrides)
-        if len(combos) > 1 or combos[0].label:
-            return _run_sweep(args, path, combos)
-    start = None
-    if args.resume is not None:
-        cfg, start = _resumed(args, path, overrides)
-    else:
-        cfg = load_config(path, overrides, plugins=args.plugin)
-    from .preflight import check_device
-
-    check_device(cfg.run.device)  # the launcher too: its workers would fall back to CPU
-    if _launch_requested(args):
-        return _launch(cfg, args, path, overrides)
-    if launched():
-        return _run_rank(cfg, args, start)
-    opened = resume_run(args.resume) if start is not None else _run_dir(cfg, args.out)
-    with opened as held, stop_on_signals():
-        callbacks = default_callbacks(cfg, held.path, quiet=args.quiet, progress=args.progress)
-        run_federation(cfg, callbacks, held.path, start=start)
-    return 0
-
-
-def _run_sweep(args: argparse.Namespace, path: str | None, combos: list[Combination]) -> int:
-    """Every combination of a sweep, one after another, each in its own run directory
-    inside one sweep directory (``--out``, or ``<run.out>/<name>-sweep-<time>``). Every
-    combination's config is checked before the first run starts."""
-    import json
-
-    from .callbacks import default_callbacks
-    from .dist.group import launched
-    from .loop import run_federation
-    from .preflight import check_device
-    from .rundir import atomic_write
-    from .sweep import SWEEP_FILE
-
-    if _launch_requested(args) or launched():
-        raise ConfigError("a sweep runs its combinations one after another in this process; "
-                          "drop --nproc/--nnodes, or start each combination on its own")
-    cfgs = [load_config(path, c.overrides, plugins=args.plugin) for c in combos]
-    for cfg in cfgs:
-        check_device(cfg.run.device)
-    base = cfgs[0]
-    with new_run(args.out, base.run.out, f"{base.name}-sweep") as sweep:
-        atomic_write(sweep.path / SWEEP_FILE, json.dumps({
-            "config": str(Path(path).resolve()) if path else None,
-            "runs": [{"dir": c.label, "swept": c.swept, "overrides": c.overrides}
-                     for c in combos]}, indent=1))
-        for i, (combo, cfg) in enumerate(zip(combos, cfgs, strict=True), 1):
-            log.info("sweep run %d of %d: %s", i, len(combos), combo.label)
-            with new_run(sweep.path / combo.label, label="sweep run") as held, \
-                    stop_on_signals():
-                callbacks = default_callbacks(cfg, held.path, quiet=args.quiet,
-                                              progress=args.progress)
-                run_federation(cfg, callbacks, held.path)
-        if not args.quiet:
-            _print_comparison([str(sweep.path)], sweep.path / "compare.html", 0.9)
-    return 0
-
-
-def _print_comparison(paths: list[str], html_path: Path, target: float) -> None:
-    from .compare import find_runs, group_runs, load_run, table_rows, write_html
-
-    groups = group_runs([load_run(p) for p in find_runs(paths)])
-    head, rows = table_rows(groups, target)
-    from rich import box
-
-    table = Table(title=f"{sum(len(g.runs) for g in groups)} runs: mean ± std over seeds",
-                  box=box.SIMPLE_HEAD, pad_edge=False)
-    widest = max(len(row[0]) for row in rows)
-    for i, h in enumerate(head):
-        table.add_column(h, justify="left" if i == 0 else "right", overflow="fold",
-                         no_wrap=i > 0, min_width=min(widest, 24) if i == 0 else None)
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
-    print(f"compare: {write_html(html_path, groups, target)}")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -223,8 +58,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
         single = Path(args.runs[0])
         sweep = len(args.runs) == 1 and not (single / "metrics.jsonl").exists()
         html_path = single / "compare.html" if sweep else Path("compare.html")
-    _print_comparison(args.runs, Path(html_path), args.target)
+    from .compare import print_comparison
+
+    print_comparison(args.runs, Path(html_path), args.target)
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .run_command import run_command
+
+    path, overrides = _split_args(args.config)
+    _setup_logging(args.verbose, args.quiet)
+    return run_command(args, path, overrides)
 
 
 def _plots_every(run_dir: Path) -> int:
@@ -259,64 +104,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(str(e)) from None
     print(f"{len(files)} figures in {run_dir / 'figures'}; report: {out}")
-    return 0
-
-
-def _launch_requested(args: argparse.Namespace) -> bool:
-    return any(v is not None for v in (args.nproc, args.nnodes, args.node_rank,
-                                       args.rdzv_endpoint))
-
-
-def _launch(cfg: Config, args: argparse.Namespace, path: str | None,
-            overrides: list[str]) -> int:
-    """Start the workers through torchrun; each runs this command without the launch flags."""
-    from .dist.group import launched
-    from .dist.launch import launch_workers, torchrun_args, worker_threads
-
-    if launched():
-        raise ConfigError("--nproc/--nnodes given, but this process already runs under "
-                          "torchrun; drop the launch flags")
-    if cfg.mode == "centralized":
-        raise ConfigError('mode = "centralized" trains in one process; drop --nproc/--nnodes')
-    nproc = args.nproc or 1
-    with _launch_run_dir(cfg, args) as run_dir:
-        where = "--resume" if args.resume else "--out"
-        worker = ["run", *([path] if path else []), *overrides,
-                  *([where, str(run_dir)] if run_dir is not None else [])]
-        worker += [f"--plugin={p}" for p in args.plugin]
-        worker += ["--quiet"] * args.quiet + ["--verbose"] * args.verbose
-        worker += ["--progress", args.progress]
-        torchrun = torchrun_args(nproc, worker, args.nnodes or 1, args.node_rank,
-                                 args.rdzv_endpoint, cfg.run.timeout_s)
-        launch_workers(torchrun, worker_threads(nproc))
-    return 0
-
-
-def _run_rank(cfg: Config, args: argparse.Namespace, start: RunState | None) -> int:
-    """One rank of a torchrun launch: rank 0 writes and prints, the others only compute.
-    A SIGTERM (torchrun sends it to every worker when one fails or the launcher is
-    stopped) stops each rank at a consistent point; rank 0 then writes the checkpoint,
-    models and summary."""
-    from .callbacks import default_callbacks
-    from .dist.group import init_distributed, shutdown
-    from .loop import run_federation
-
-    run_dir = _worker_run_dir(cfg, args.resume or args.out, start is not None)
-    info = init_distributed(cfg.run)
-    done = False
-    try:
-        if not info.is_main:  # the other ranks report errors only
-            log.setLevel(logging.ERROR)
-        with stop_on_signals():
-            if info.is_main:
-                callbacks = default_callbacks(cfg, run_dir, quiet=args.quiet,
-                                              progress=args.progress)
-                run_federation(cfg, callbacks, run_dir, info, start)
-            else:
-                run_federation(cfg, [], None, info, start)
-        done = True
-    finally:
-        shutdown(sync=done)
     return 0
 
 

@@ -31,7 +31,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = ["Group", "RunMetrics", "find_runs", "group_runs", "load_run", "mean_std",
-           "table_rows", "write_html"]
+           "print_comparison", "table_rows", "write_html"]
 
 # Keys that do not change what a run computes, or that a comparison averages over.
 _IGNORED = ("name", "seed", "plugins", "run", "plots", "tensorboard", "mlflow", "wandb",
@@ -221,3 +221,23 @@ def write_html(path: Path, groups: list[Group], target: float) -> Path:
 
     atomic_write(path, page)
     return path
+
+
+def print_comparison(paths: list[str], html_path: Path, target: float) -> None:
+    """The comparison table on the console, and ``compare.html`` written at ``html_path``."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    groups = group_runs([load_run(p) for p in find_runs(paths)])
+    head, rows = table_rows(groups, target)
+    table = Table(title=f"{sum(len(g.runs) for g in groups)} runs: mean ± std over seeds",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    widest = max(len(row[0]) for row in rows)
+    for i, h in enumerate(head):
+        table.add_column(h, justify="left" if i == 0 else "right", overflow="fold",
+                         no_wrap=i > 0, min_width=min(widest, 24) if i == 0 else None)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    print(f"compare: {write_html(html_path, groups, target)}")
