@@ -140,6 +140,7 @@ def test_frozen_parameters_keep_their_start_values_exactly():
     assert steps == 4 and not delta[:15].any() and delta[15:].abs().min() > 0
 
 
+@pytest.mark.slow  # the vmap engine takes ~10 s on CPU here
 def test_vmap_engine_follows_the_sequential_one_under_a_rule():
     """Frozen entries, another epoch count, another batch order and a proximal weight."""
     over = ["data.num_clients=6", "run.threads=1", "run.engine=sequential", "data.augment=false",
