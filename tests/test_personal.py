@@ -140,6 +140,7 @@ def test_frozen_parameters_keep_their_start_values_exactly():
     assert steps == 4 and not delta[:15].any() and delta[15:].abs().min() > 0
 
 
+@pytest.mark.slow  # the vmap engine takes ~10 s on CPU here
 def test_vmap_engine_follows_the_sequential_one_under_a_rule():
     """Frozen entries, another epoch count, another batch order and a proximal weight."""
     over = ["data.num_clients=6", "run.threads=1", "run.engine=sequential", "data.augment=false",
@@ -163,14 +164,18 @@ def test_vmap_engine_follows_the_sequential_one_under_a_rule():
         assert (a.delta - b.delta).norm() < 1e-4 * b.delta.norm()
 
 
-@pytest.mark.parametrize("name", ["fedper", "fedrep", "local"])
+@pytest.mark.parametrize("name", ["fedper", "fedrep", "local", "fedbn"])
 def test_a_clients_own_layers_stay_out_of_the_cluster_model(name):
+    """(FedBN: BatchNorm weights and running statistics.)"""
+    model = ["model.name=test-bn-cnn"] if name == "fedbn" else []
     cfg = load_config(None, [*RUN, f"algorithm.name={name}", "server.clients_per_round=0.5",
-                             "cluster.k=1"])
+                             "cluster.k=1", *model])
     run = build(cfg)
     state = initial_state(run)
     init = state.models[0].clone()
     own = local_entries(cfg, run.context.model)
+    if name == "fedbn":  # weight, bias, running mean and variance of 4 channels
+        assert int(own.sum()) == 16 and own[run.context.model.num_params:].all()
     state, result = run.rounds(state, 1, CallbackList([]), Profiler())
     sampled = [c.id for c in result.clients]
     store = state.clients[KEY]
