@@ -122,6 +122,16 @@ def test_compare_groups_runs_by_config_less_seed_and_reads_the_files(tmp_path):
     assert rows[1] == ["cluster.k=3", "1", "0.9500", "0.9500", "2.0 (1/1)", "-"]
 
 
+def test_personalised_runs_show_their_own_models_accuracy(tmp_path):
+    _fake_run(tmp_path, "a", '[algorithm]\nname = "fedavg"\n', [0.5, 0.6])
+    run = _fake_run(tmp_path, "b", '[algorithm]\nname = "ditto"\n', [0.5, 0.6])
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(
+        {"round": i, "accuracy": 0.6, "personal_accuracy": p}) for i, p in ((1, 0.7), (2, 0.9))))
+    head, rows = table_rows(group_runs([load_run(p) for p in find_runs([tmp_path])]), 0.95)
+    assert head[4] == "personal acc"
+    assert [row[4] for row in rows] == ["-", "0.9000"]  # the last round's, fedavg has none
+
+
 def test_a_key_only_one_group_has_is_left_out_of_the_others_labels(tmp_path):
     # two plugin datasets with their own [data.params]: each label names its own keys only
     _fake_run(tmp_path, "a", '[data]\ndataset = "x"\n[data.params]\nn = 5\n', [0.5])

@@ -69,6 +69,13 @@ class RunMetrics:
         ari = final.get("ari")
         return None if ari is None else float(ari)
 
+    @property
+    def final_personal(self) -> float | None:
+        """Personalised algorithms: the last round's accuracy of the clients' own models."""
+        acc = [r["personal_accuracy"] for r in self.rounds
+               if r.get("personal_accuracy") is not None]
+        return float(acc[-1]) if acc else None
+
     def rounds_to(self, target: float) -> int | None:
         """The first round whose accuracy reached ``target``; None if none did."""
         return next((r["round"] for r in self.rounds
@@ -159,15 +166,21 @@ def _known(values: list[float | int | None]) -> list[float]:
 def table_rows(groups: list[Group], target: float) -> tuple[list[str], list[list[str]]]:
     """The comparison table: a header and one row per group."""
     head = ["runs", "n", "final acc", "best acc", f"rounds to {target:g}", "ARI"]
+    personal = any(r.final_personal is not None for g in groups for r in g.runs)
+    if personal:  # personalised algorithms compared: their own models' accuracy too
+        head.insert(4, "personal acc")
     rows = []
     for g in groups:
         reached = _known([r.rounds_to(target) for r in g.runs])
         to_target = "-" if not reached else (
             f"{statistics.fmean(reached):.1f} ({len(reached)}/{len(g.runs)})")
-        rows.append([g.label, str(len(g.runs)),
-                     mean_std(_known([r.final_accuracy for r in g.runs])),
-                     mean_std(_known([r.best_accuracy for r in g.runs])), to_target,
-                     mean_std(_known([r.final_ari for r in g.runs]))])
+        row = [g.label, str(len(g.runs)),
+               mean_std(_known([r.final_accuracy for r in g.runs])),
+               mean_std(_known([r.best_accuracy for r in g.runs])), to_target,
+               mean_std(_known([r.final_ari for r in g.runs]))]
+        if personal:
+            row.insert(4, mean_std(_known([r.final_personal for r in g.runs])))
+        rows.append(row)
     return head, rows
 
 
