@@ -33,3 +33,14 @@ def test_final_and_round_pushes_carry_ari_and_nmi() -> None:
 def test_no_truth_line_without_known_groups() -> None:
     end = end_message(_summary(_result(None, None)))
     assert "ARI" not in end.text and end.data["final"]["ari"] is None
+
+
+def test_pushes_carry_the_privacy_spent() -> None:
+    spent = {"epsilon": 3.25, "delta": 1e-5, "steps": 4, "clip": 0.5, "noise_multiplier": 1.1}
+    result = RoundResult(4, 0.8125, 0.9, 0.5, [], [], 2.0, privacy=spent)
+    line = "privacy: ε = 3.25 at δ = 1e-05 after 4 noised round(s)"
+    end = end_message(_summary(result))
+    assert any(x.startswith(line) for x in end.text.splitlines())
+    assert end.data["final"]["privacy"] == spent
+    assert line in round_message("rot", result, 10).text
+    assert "privacy" not in end_message(_summary(_result(None, None))).text

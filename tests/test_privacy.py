@@ -153,3 +153,39 @@ def test_privacy_of_config_takes_q_from_the_clients_per_round():
     assert (p.sample_rate, p.clients_per_round, p.seed) == (0.25, 10, 3)
     assert p.count_std == 0.5 and p.update_multiplier == pytest.approx(update_noise(0.9, 0.5))
     assert Privacy.of(load_config(None, [])) is None
+
+
+@pytest.mark.slow
+def test_two_processes_draw_the_same_noise_as_one(tmp_path):
+    """Under --nproc every rank adds the same keyed noise to the same gathered rows: the
+    2-process run's records (epsilon, clip, accuracies, clusters) and models are the
+    1-process run's."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    args = ["rounds=3", "run.threads=1", "run.workers=1", "cluster.k=2", "data.num_clients=8",
+            "privacy.enabled=true", "privacy.adaptive=true", "privacy.noise_multiplier=0.5",
+            "privacy.count_noise=1", "privacy.clip=0.5", "plots.enabled=false", "-q"]
+    records, models = {}, {}
+    for n in ("1", "2"):
+        out = tmp_path / n
+        proc = subprocess.run([sys.executable, "-m", "fedcluster", "run", *args, "--out",
+                               str(out), *(["--nproc", "2"] if n == "2" else [])],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        records[n] = [{k: r[k] for k in ("privacy", "accuracy", "clusters")}
+                      for r in map(json.loads, lines)]
+        models[n] = [load_file(out / "models" / f"cluster-{i}.safetensors") for i in range(2)]
+    assert records["1"] == records["2"]
+    assert records["1"][-1]["privacy"]["steps"] == 3
+    for a, b in zip(models["1"], models["2"], strict=True):
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)

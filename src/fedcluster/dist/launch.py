@@ -72,8 +72,10 @@ def _loopback_store_class() -> type:
                 sock.listen(socket.SOMAXCONN)
                 port = sock.getsockname()[1]
                 master_listen_fd = sock.detach()  # the store owns it now
-            super().__init__(host_name, port, world_size, is_master, timeout, wait_for_workers,
-                             multi_tenant, master_listen_fd, use_libuv)
+            super().__init__(host_name, port, world_size=world_size, is_master=is_master,
+                             timeout=timeout, wait_for_workers=wait_for_workers,
+                             multi_tenant=multi_tenant, master_listen_fd=master_listen_fd,
+                             use_libuv=use_libuv)
 
     return LoopbackTCPStore
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from ..fl.privacy import describe
 from ..records import RoundResult, RunContext, RunSummary
 from .base import Message
 
@@ -48,6 +49,8 @@ def _round_lines(r: RoundResult) -> list[str]:
         lines.append(f"clusters vs true groups: ARI {_f(r.ari)}, NMI {_f(r.nmi)}")
     lines += [f"  cluster {c.id}: accuracy {_f(c.accuracy)}, loss {_f(c.loss)}, "
               f"{len(c.members)} clients" for c in r.clusters]
+    if r.privacy is not None:  # [privacy]: the epsilon spent so far
+        lines.append(describe(r.privacy))
     return lines
 
 
@@ -56,7 +59,8 @@ def _round_data(r: RoundResult) -> dict[str, object]:
             "loss": _num(r.loss), "seconds": round(r.seconds, 3),
             "ari": _num(r.ari), "nmi": _num(r.nmi),
             "clusters": [{"id": c.id, "size": len(c.members), "accuracy": _num(c.accuracy),
-                          "loss": _num(c.loss)} for c in r.clusters]}
+                          "loss": _num(c.loss)} for c in r.clusters],
+            **({"privacy": r.privacy} if r.privacy is not None else {})}
 
 
 def _num(x: float | None) -> float | None:
