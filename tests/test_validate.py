@@ -82,10 +82,10 @@ def _break(monkeypatch, run, how: str) -> None:
     monkeypatch.setattr(sequential, "local_train", local_train)
     chunk = VmapEngine._train_chunk
 
-    def train_chunk(self, round_, jobs):
+    def train_chunk(self, round_, jobs, *args, **kwargs):
         if how == "raise" and any(c == BAD for c, _ in jobs):
             raise RuntimeError("boom")
-        return chunk(self, round_, jobs)
+        return chunk(self, round_, jobs, *args, **kwargs)
 
     monkeypatch.setattr(VmapEngine, "_train_chunk", train_chunk)
 
@@ -156,3 +156,20 @@ def test_updates_longer_than_the_bound_are_rejected_or_clipped():
 def test_bad_fault_settings_are_config_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [*BASE, *override])
+
+
+def test_a_client_without_a_step_is_left_out_by_robust_rules_only():
+    deltas = torch.tensor([[1.0, 0.0], [0.0, 0.0], [2.0, 1.0]])
+    v = check_updates(deltas, [None] * 3, steps=[3, 0, 1])
+    assert v.keep.tolist() == [True, False, True]
+    assert v.reasons == {1: "no local step (fewer samples than a batch)"}
+    assert check_updates(deltas, [None] * 3).keep.all()  # mean: FedAvg keeps it (weight n)
+    # in a run: a batch larger than the smallest client's training set
+    sizes = build(load_config(None, BASE)).context.federation.train_sizes()
+    small = int(np.argmin(sizes))
+    batch = [f"client.batch_size={int(sizes[small]) + 1}", "client.drop_last=true"]
+    _, _, robust, updates = _first_round([*batch, "server.aggregator=median"])
+    assert [u.steps for u in updates if u.client == small] == [0]
+    assert robust.rejected == {small: "no local step (fewer samples than a batch)"}
+    _, _, mean, _ = _first_round(batch)
+    assert mean.rejected == {}

@@ -3,8 +3,11 @@
 A client is left out of the round when its training raised (``Update.error``), its
 update has the wrong size, holds a non-finite value, or its L2 norm exceeds
 ``server.max_update_norm`` (with ``server.clip_updates`` such an update is scaled
-down to the bound and kept instead). The decision is a pure function of the gathered
-updates, so every process of a distributed run takes the same one.
+down to the bound and kept instead). Under a robust aggregator a client that took no
+local step (fewer samples than a batch with ``client.drop_last``) is left out too: its
+zero update carries no information, yet it is the most central point of all, so Krum
+would pick it every round and the median is pulled toward it. The decision is a pure
+function of the gathered updates, so every process of a distributed run takes the same one.
 """
 
 from __future__ import annotations
@@ -52,11 +55,12 @@ class Verdict:
 
 
 def check_updates(deltas: torch.Tensor, errors: list[str | None], max_norm: float = 0.0,
-                  clip: bool = False) -> Verdict:
+                  clip: bool = False, steps: list[int] | None = None) -> Verdict:
     """Validate each row of ``deltas`` ``[m, D]``; ``errors[j]`` is row ``j``'s training
     error or None. ``max_norm > 0`` bounds each row's L2 norm (computed in float64):
     a longer row is rejected, or with ``clip`` kept and scaled by ``max_norm / norm``.
-    Reasons are checked in that order: error, non-finite, norm."""
+    ``steps`` (given under a robust aggregator): a row whose client took no local step
+    is rejected. Reasons are checked in that order: error, non-finite, no step, norm."""
     m = deltas.shape[0]
     if len(errors) != m:
         raise ValueError(f"{len(errors)} error entries for {m} updates")
@@ -70,6 +74,8 @@ def check_updates(deltas: torch.Tensor, errors: list[str | None], max_norm: floa
             reasons[j] = f"error: {errors[j]}"
         elif not finite[j]:
             reasons[j] = "non-finite"
+        elif steps is not None and steps[j] == 0:
+            reasons[j] = "no local step (fewer samples than a batch)"
         elif max_norm > 0 and norms[j] > max_norm:
             if clip:
                 scale[j] = float(max_norm / norms[j])
