@@ -31,6 +31,7 @@ EXAMPLE = ROOT / "examples" / "rotated-digits.toml"
 
 PERMUTED = ["data.shift=permute-labels", "data.replicate=false"]
 HALF = ["server.clients_per_round=0.5"]
+DIRICHLET = ["data.partition=dirichlet", "data.alpha=0.5"]
 FEDERATIONS: dict[str, list[str]] = {
     "rotated": [],
     "rotated-half": HALF,
@@ -40,6 +41,9 @@ FEDERATIONS: dict[str, list[str]] = {
     "permuted-half": [*PERMUTED, *HALF],
     "permuted-100": [*PERMUTED, "data.num_clients=100"],
     "permuted-100-half": [*PERMUTED, "data.num_clients=100", *HALF],
+    # structure the issue does not name: label skew inside each group (Dirichlet 0.5)
+    "rotated-dirichlet-half": [*DIRICHLET, *HALF],
+    "permuted-dirichlet-half": [*PERMUTED, *DIRICHLET, *HALF],
 }
 METHODS: dict[str, list[str]] = {
     "refine": ["cluster.method=refine"],  # the example's method, k = 4
