@@ -64,11 +64,11 @@ def test_a_run_with_overrides_on_both_sides_of_an_option_uses_them_all(tmp_path)
                  f"run.out={tmp_path}"])
     assert code == 0
     (run_dir,) = tmp_path.iterdir()
-    assert run_dir.name.startswith("digits-kmeans-k3-")
+    assert run_dir.name.startswith("digits-refine-k3-")
     saved = load_config(run_dir / "config.toml")
     assert (saved.rounds, saved.data.num_clients, saved.cluster.k) == (1, 4, 3)
-    assert saved.name == "digits-kmeans-k3"  # written resolved: a resume keeps it
-    assert json.loads((run_dir / "summary.json").read_text())["name"] == "digits-kmeans-k3"
+    assert saved.name == "digits-refine-k3"  # written resolved: a resume keeps it
+    assert json.loads((run_dir / "summary.json").read_text())["name"] == "digits-refine-k3"
 
 
 def test_version(capsys):
@@ -115,7 +115,8 @@ def test_config_prints_a_file_resolved_and_refuses_defaults_with_overrides(capsy
 
 
 @pytest.mark.parametrize(("overrides", "name"), [
-    ([], "digits-kmeans-k2"),
+    ([], "digits-refine-k2"),
+    (["cluster.method=kmeans"], "digits-kmeans-k2"),
     (["data.dataset=mnist", "cluster.method=ifca", "cluster.k=3"], "mnist-ifca-k3"),
     (["cluster.k=auto", "cluster.method=cfl"], "digits-cfl-kauto"),
     (["mode=centralized"], "digits-centralized"),

@@ -22,7 +22,7 @@ from fedcluster.fl.clustering import PointSpace, kmeans_labels
 
 def _kmeans_server(initial, k, num_clients, lr, reduce="pca2"):
     """The reference's setup: k copies of ``initial``, KMeans every round on the updates."""
-    method = build_method(ClusterConfig(k=k, reduce=reduce))
+    method = build_method(ClusterConfig(method="kmeans", k=k, reduce=reduce))
     return Stepper(initial.unsqueeze(0).repeat(k, 1), num_clients, lr, method,
                    PointSpace(reduce=reduce))
 

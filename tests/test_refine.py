@@ -1,6 +1,7 @@
-"""The refine method (one-shot KMeans from a shared model, then IFCA's loss rule) on a
-synthetic federation: client c of group g has the quadratic loss ``|w - t_g|^2`` and
-one round of local training moves halfway to ``t_g``."""
+"""The refine method (KMeans of the clients' signatures from a shared model, then IFCA's
+loss rule) on a synthetic federation: client c of group g has the quadratic loss
+``|w - t_g|^2`` and one round of local training moves halfway to ``t_g``; and the
+signatures themselves."""
 
 import json
 
@@ -12,6 +13,7 @@ from _server import Stepper
 from fedcluster.config import ClusterConfig, load_config
 from fedcluster.fl.client import Update
 from fedcluster.fl.clustering import PointSpace, Refine, agreement, build_method
+from fedcluster.fl.clustering.signature import accumulate, round_signatures, stacked
 from fedcluster.loop import run_federation
 
 torch.set_num_threads(1)
@@ -55,12 +57,54 @@ def refine(k=4, **kw) -> Stepper:
                    PointSpace("weights", "none"), k_max=6)
 
 
-def test_build_method_gives_refine():
-    assert isinstance(build_method(ClusterConfig(method="refine", k=3)), Refine)
+def test_build_method_gives_refine_with_two_warmup_rounds_by_default():
+    cfg = ClusterConfig(method="refine", k=3)
+    assert isinstance(build_method(cfg), Refine)
+    assert cfg.resolved_warmup == 2
+    assert ClusterConfig(method="kmeans").resolved_warmup == 0
+    assert ClusterConfig(method="refine", warmup_rounds=0).resolved_warmup == 0
+
+
+def test_round_signatures_are_centred_scaled_and_sketched_when_long():
+    g = torch.Generator().manual_seed(0)
+    deltas = torch.randn(5, 30, generator=g, dtype=torch.float64) + 7.0  # a common part
+    rows = round_signatures(deltas, dim=64, seed=0)  # D <= dim: exact
+    centred = (deltas - deltas.mean(0)).numpy()
+    rms = np.sqrt((centred ** 2).sum(1).mean())
+    np.testing.assert_allclose(rows, centred / rms, rtol=1e-12)
+    np.testing.assert_allclose(rows.mean(0), 0, atol=1e-12)
+    np.testing.assert_allclose((rows ** 2).sum(1).mean(), 1.0, rtol=1e-12)
+    assert round_signatures(deltas, dim=8, seed=0).shape == (5, 8)
+    assert (round_signatures(torch.ones(3, 4), dim=8, seed=0) == 0).all()  # no spread
+
+
+def test_accumulate_averages_each_clients_rounds():
+    sig, cnt = accumulate({}, {}, np.array([3, 1]), np.array([[1.0, 2.0], [0.0, 4.0]]))
+    sig, cnt = accumulate(sig, cnt, np.array([3]), np.array([[3.0, 0.0]]))
+    assert cnt == {"3": 2, "1": 1} and sig["3"] == [2.0, 1.0] and sig["1"] == [0.0, 4.0]
+    clients, points = stacked(sig)
+    assert clients.tolist() == [1, 3] and points.tolist() == [[0.0, 4.0], [2.0, 1.0]]
+
+
+def test_the_clustering_sees_every_client_of_the_warmup_rounds():
+    """Round 2 samples only groups 0 and 1: clustered alone, its 6 clients would be cut
+    into 4 clusters; with round 1's signatures (groups 2 and 3) every group is found."""
+    server = refine(warmup_rounds=1)
+    play(server, 1, [6, 7, 8, 9, 10, 11])
+    assert server.k == 4 and server.state.method["counts"] == {str(c): 1 for c in range(6, 12)}
+    assert (server.models == 0).all()  # held: round 2's updates are from the same model
+    _, second = play(server, 2, np.arange(6))
+    assert second.diagnostics["signatures"] == 12 and second.diagnostics["k_chosen"] == 4
+    assert agreement(TRUTH[:6], second.clusters)[0] == 1.0
+    assert server.state.method["clustered"] == list(range(12))
+    starts, _ = play(server, 3, np.arange(6, 12))  # placed by loss
+    assert len(set(starts[:3].tolist())) == 1 and len(set(starts.tolist())) == 2
+    assert not set(starts.tolist()) & set(second.clusters.tolist())
+    assert agreement(TRUTH, server.assignment)[0] == 1.0
 
 
 def test_a_misplaced_client_moves_to_its_own_cluster():
-    server = refine()
+    server = refine(warmup_rounds=0)
     everyone = np.arange(12)
     _, first = play(server, 1, everyone, lie={0: 1})  # client 0 looks like group 1
     assert first.clusters[0] == first.clusters[3] != first.clusters[1]  # misplaced
@@ -69,11 +113,12 @@ def test_a_misplaced_client_moves_to_its_own_cluster():
     assert starts[0] == first.clusters[1]  # its own group's model fits it best
     assert second.diagnostics["changed"] == 1
     assert agreement(TRUTH, server.assignment)[0] == 1.0
-    assert json.loads(json.dumps(server.state.method)) == {"clustered": list(range(12))}
+    state = json.loads(json.dumps(server.state.method))
+    assert state["clustered"] == list(range(12)) and "signatures" not in state
 
 
 def test_clients_first_seen_later_join_the_right_cluster():
-    server = refine()
+    server = refine(warmup_rounds=0)
     early = np.array([0, 3, 6, 9, 1, 4])  # groups 0-3 and two more: half the clients
     play(server, 1, early)
     assert (server.assignment[[2, 5, 7, 8, 10, 11]] == -1).all()
@@ -83,10 +128,11 @@ def test_clients_first_seen_later_join_the_right_cluster():
     assert starts.tolist() == server.assignment[[2, 5, 7, 8, 10, 11]].tolist()
 
 
-def test_warmup_is_fedavg_from_one_model_and_auto_k_finds_the_groups():
+def test_warmup_holds_one_model_and_auto_k_finds_the_groups():
     server = refine(k="auto", warmup_rounds=1)
     starts, first = play(server, 1, np.arange(12))
     assert (starts == 0).all() and (first.clusters == 0).all() and server.k == 1
+    assert (server.models == 0).all() and not first.empty  # no step, no warning
     assert not server.state.method.get("clustered")  # nobody placed during the warm-up
     _, second = play(server, 2, np.arange(12))  # clusters the updates from the warm-up model
     assert server.k == 4 and second.diagnostics["k_chosen"] == 4

@@ -20,13 +20,13 @@ torch.set_num_threads(1)
 
 BASE = ["rounds=5", "data.num_clients=8", "run.threads=1", "run.workers=1", "cluster.k=2"]
 CASES = {
-    "kmeans": [],
-    "kmeans-half-of-the-clients": ["server.clients_per_round=0.5"],
+    "kmeans": ["cluster.method=kmeans"],
+    "kmeans-half-of-the-clients": ["cluster.method=kmeans", "server.clients_per_round=0.5"],
     "hierarchical-once": ["cluster.method=hierarchical", "cluster.warmup_rounds=1",
                           "server.clients_per_round=0.5"],
     "ifca-restarts": ["cluster.method=ifca", "cluster.restarts=2", "cluster.restart_rounds=1"],
     "cfl": ["cluster.method=cfl", "cluster.cfl_eps1=5", "cluster.cfl_eps2=0.01"],
-    "auto-k": ["cluster.k=auto", "cluster.k_max=3"],
+    "auto-k": ["cluster.method=kmeans", "cluster.k=auto", "cluster.k_max=3"],
     "refine-half-of-the-clients": ["cluster.method=refine", "server.clients_per_round=0.5"],
     "refine-auto-k-warmup": ["cluster.method=refine", "cluster.k=auto", "cluster.k_max=3",
                              "cluster.warmup_rounds=1"],

@@ -80,7 +80,7 @@ def _same_models(a: dict, b: dict) -> bool:
 
 @pytest.mark.parametrize("extra", [[], ["cluster.method=ifca", "cluster.restarts=2",
                                         "cluster.restart_rounds=1"], ["--nproc", "2"]],
-                         ids=["kmeans", "ifca", "nproc2"])
+                         ids=["default", "ifca", "nproc2"])
 def test_killed_run_resumes_to_the_uninterrupted_result(extra, cli, tmp_path):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert cli("run", *BASE, *extra, "-q", "--out", str(whole)).returncode == 0

@@ -13,7 +13,8 @@ from fedcluster.config import ConfigError, load_config
 from fedcluster.loop import run_federation
 
 SMALL = ["data.num_clients=6", "rounds=2", "cluster.k=2", "model.name=mlp", "model.hidden=[16]",
-         "run.threads=1", "run.device=cpu", "plots.enabled=false", "tensorboard.enabled=true"]
+         "run.threads=1", "run.device=cpu", "plots.enabled=false", "tensorboard.enabled=true",
+         "cluster.warmup_rounds=0"]  # refine clusters in round 1: both rounds have 2 clusters
 
 
 def test_missing_tensorboard_gives_install_hint(monkeypatch: pytest.MonkeyPatch,

@@ -144,7 +144,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     data = cfg.to_dict()
     if args.defaults:
         data["name"] = ""  # the default: derived from the run
-        print('# name = "": <dataset>-<method>-k<k> (e.g. digits-kmeans-k2); '
+        print('# name = "": <dataset>-<method>-k<k> (e.g. digits-refine-k2); '
               "secrets come from the environment")
     import tomli_w
 

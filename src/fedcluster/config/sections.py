@@ -166,14 +166,14 @@ class ClusterConfig(_Section):
     _section: ClassVar[str] = "cluster"
     k: int | Literal["auto"] = 2
     k_max: int = 8
-    method: Literal["kmeans", "ifca", "cfl", "hierarchical", "refine"] = "kmeans"
+    method: Literal["kmeans", "ifca", "cfl", "hierarchical", "refine"] = "refine"
     schedule: Literal["auto", "every-round", "once"] = "auto"
     features: Literal["weights", "updates"] = "weights"
     reduce: Literal["pca2", "sketch", "none"] = "pca2"
     metric: Literal["euclidean", "cosine"] = "euclidean"
     sketch_dim: int = 256
     n_init: int = 10
-    warmup_rounds: int = 0
+    warmup_rounds: int | Literal["auto"] = "auto"
     distance_threshold: float = 0.0
     restarts: int = 1
     restart_rounds: int = 3
@@ -185,7 +185,8 @@ class ClusterConfig(_Section):
         self._check("k_max", self.k_max >= 2, "an integer >= 2")
         self._check("sketch_dim", self.sketch_dim >= 1, "an integer >= 1")
         self._check("n_init", self.n_init >= 1, "an integer >= 1")
-        self._check("warmup_rounds", self.warmup_rounds >= 0, "an integer >= 0")
+        self._check("warmup_rounds", self.warmup_rounds == "auto" or self.warmup_rounds >= 0,
+                    'an integer >= 0 or "auto" (2 for refine, 0 for the other methods)')
         self._check("distance_threshold", self.distance_threshold >= 0,
                     "a number >= 0 (0: cut the dendrogram at k clusters)")
         self._check("restarts", self.restarts >= 1, "an integer >= 1")
@@ -200,6 +201,14 @@ class ClusterConfig(_Section):
     def k_initial(self) -> int:
         """The largest k the config asks for up front (``k_max`` when k is chosen)."""
         return self.k_max if self.k == "auto" else int(self.k)
+
+    @property
+    def resolved_warmup(self) -> int:
+        """``auto`` is 2 for refine (its clustering then sees the clients of 3 rounds,
+        7/8 of them with half sampled per round), 0 for the other methods."""
+        if self.warmup_rounds != "auto":
+            return int(self.warmup_rounds)
+        return 2 if self.method == "refine" else 0
 
     @property
     def resolved_schedule(self) -> str:

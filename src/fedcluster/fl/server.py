@@ -182,13 +182,15 @@ class Server:
         active = np.flatnonzero(totals.cpu().numpy() > 0).tolist()
         new_models, server_opt = optimize(models, means, active, server_opt, self.optimizer,
                                           self.lr, grouping.broadcast)
+        if grouping.hold:  # the method gathers updates from these very models
+            new_models, server_opt = models, state.server_opt
         assignment = state.assignment.copy()
         assignment[clients] = labels
         state = dataclasses.replace(
             state, models=new_models, assignment=assignment, server_opt=server_opt, extra=extra,
             method=state.method if grouping.state is None else grouping.state)
         empty = sorted(set(range(state.k)) - {int(c) for c in labels})
-        if empty and self.clustering:
+        if empty and self.clustering and not (grouping.broadcast or grouping.hold):
             log.warning("round %d: cluster(s) %s received no clients; keeping their models",
                         round_, empty)
         if not self.clustering:

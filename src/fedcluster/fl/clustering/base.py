@@ -67,6 +67,7 @@ class Grouping:
     silhouette_per_k: dict[int, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # method-specific diagnostics
     broadcast: bool = False  # warm-up FedAvg: every model takes cluster 0's new value
+    hold: bool = False  # no model moves this round (refine's rounds gathering signatures)
     state: MethodState | None = None  # the method's new state (None: unchanged)
 
 

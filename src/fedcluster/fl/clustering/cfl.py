@@ -46,7 +46,7 @@ class CFL:
 
     def __init__(self, cfg: ClusterConfig) -> None:
         self.eps1, self.eps2 = cfg.cfl_eps1, cfg.cfl_eps2
-        self.warmup, self.k_max = cfg.warmup_rounds, cfg.k_max
+        self.warmup, self.k_max = cfg.resolved_warmup, cfg.k_max
 
     def init(self, start: ModelInit, restart: int = 0) -> tuple[torch.Tensor, MethodState]:
         """One model: clusters open as splits are found; the tree is the model set's

@@ -42,5 +42,5 @@ def hierarchical_method(cfg: ClusterConfig) -> UpdateClustering:
         def fit_all(points: np.ndarray) -> np.ndarray:
             return agglomerative_labels(points, None, cfg.metric, cfg.distance_threshold)
 
-    return UpdateClustering(fit, cfg.k, cfg.k_max, cfg.resolved_schedule, cfg.warmup_rounds,
+    return UpdateClustering(fit, cfg.k, cfg.k_max, cfg.resolved_schedule, cfg.resolved_warmup,
                             cfg.metric, fit_all)

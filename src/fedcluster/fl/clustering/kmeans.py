@@ -41,4 +41,4 @@ def kmeans_method(cfg: ClusterConfig) -> UpdateClustering:
     def fit(points: np.ndarray, k: int, seed: int) -> np.ndarray:
         return kmeans_labels(points, k, seed, cfg.n_init)
 
-    return UpdateClustering(fit, cfg.k, cfg.k_max, cfg.resolved_schedule, cfg.warmup_rounds)
+    return UpdateClustering(fit, cfg.k, cfg.k_max, cfg.resolved_schedule, cfg.resolved_warmup)
