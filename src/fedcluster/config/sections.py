@@ -36,6 +36,10 @@ class DataConfig(_Section):
     groups: int = 1
     replicate: bool = True
     normalize: bool = True  # false: inputs scaled to [0, 1] only
+    # where clients' eval sets come from: the dataset's test split with each client's label
+    # mix ("dataset"), or a seeded cut of each client's own samples ("per-client")
+    eval_split: Literal["dataset", "per-client"] = "dataset"
+    eval_fraction: float = 0.25  # "per-client": each client's eval share, ceil(fraction x n)
     # keyword arguments for the dataset's builder (a plugin's own parameters)
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -50,6 +54,7 @@ class DataConfig(_Section):
         self._check("alpha", self.alpha > 0, "a number > 0")
         self._check("shards_per_client", self.shards_per_client >= 1, "an integer >= 1")
         self._check("min_size", self.min_size >= 0, "an integer >= 0")
+        self._check("eval_fraction", 0 < self.eval_fraction < 1, "a number in (0, 1)")
 
 
 @dataclass(frozen=True)

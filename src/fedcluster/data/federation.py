@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +15,9 @@ from .partition import PARTITIONS, PartitionError, eval_split, iid
 from .shift import client_groups, shift_group
 from .sources import ArrayDataset
 
-__all__ = ["Federation", "build_federation"]
+__all__ = ["Federation", "build_federation", "own_eval_split"]
+
+EVAL_SPLIT = 1  # sub-stream of PARTITION for the per-client train/eval cut
 
 
 @dataclass(frozen=True)
@@ -83,8 +86,56 @@ def build_federation(dataset: ArrayDataset, cfg: DataConfig, seed: int, site: in
     With ``cfg.groups > 1`` the clients form groups with known structure (see
     :func:`grouped_federation`). With ``data.partition = "local"``, ``dataset`` is the
     own data of site ``site`` of ``sites`` (one per rank): it is split iid over that
-    site's clients, and the other sites' clients hold nothing here.
+    site's clients, and the other sites' clients hold nothing here. With
+    ``data.eval_split = "per-client"`` each client's samples are then cut into its train
+    and eval parts (:func:`own_eval_split`); the dataset's test split is not used.
     """
+    fed = _federation(dataset, cfg, seed, site, sites)
+    if cfg.eval_split == "per-client":
+        return own_eval_split(fed, cfg.eval_fraction, numpy_rng(seed, PARTITION, EVAL_SPLIT))
+    return fed
+
+
+def own_eval_split(fed: Federation, fraction: float, rng: np.random.Generator) -> Federation:
+    """Each client's training samples cut at random into train and eval parts (PFLlib's
+    protocol): a client of ``n`` samples keeps ``ceil(fraction x n)`` for evaluation (as
+    scikit-learn's ``train_test_split(train_size=1 - fraction)`` rounds) and the rest for
+    training. Clients holding nothing (other sites' clients under ``"local"``) stay empty.
+
+    The eval samples are gathered into the returned dataset's test tensors (client by
+    client), so ``eval_idx`` keeps indexing ``test_x``; the original test split is dropped.
+    Raises :class:`PartitionError`, naming the clients, when a client would be left
+    without a training or an eval sample.
+    """
+    sizes = fed.train_sizes()
+    # the rounding guard keeps e.g. 0.1 x 30 = 3.0000000000000004 at 3 eval samples
+    n_eval = [math.ceil(round(fraction * n, 9)) for n in sizes]
+    bad = [c for c, (n, e) in enumerate(zip(sizes, n_eval, strict=True)) if n and not 0 < e < n]
+    if bad:
+        least = max(2, math.ceil(1 / (1 - fraction)))
+        shown = ", ".join(f"client {c}: {sizes[c]}" for c in bad[:5])
+        raise PartitionError(
+            f'data.eval_split = "per-client" with data.eval_fraction = {fraction}: '
+            f"{len(bad)} of {fed.num_clients} clients would keep no training or no eval sample "
+            f"({shown}{', ...' if len(bad) > 5 else ''} samples); each needs at least "
+            f"{least} samples: raise data.min_size, use fewer clients "
+            "or change data.eval_fraction")
+    train_idx, own = [], []
+    for part, e in zip(fed.train_idx, n_eval, strict=True):
+        order = rng.permutation(part)
+        own.append(np.sort(order[:e]))
+        train_idx.append(np.sort(order[e:]))
+    pool = torch.from_numpy(np.concatenate(own) if own else np.zeros(0, dtype=np.int64))
+    ends = np.cumsum([len(o) for o in own])
+    eval_idx = [np.arange(end - len(o), end, dtype=np.int64)
+                for o, end in zip(own, ends, strict=True)]
+    ds = fed.dataset
+    dataset = dataclasses.replace(ds, test_x=ds.train_x[pool], test_y=ds.train_y[pool])
+    return Federation(dataset, train_idx, eval_idx, fed.groups)
+
+
+def _federation(dataset: ArrayDataset, cfg: DataConfig, seed: int, site: int,
+                sites: int) -> Federation:
     if cfg.partition == "local":
         return _site_federation(dataset, cfg, seed, site, sites)
     samples = len(dataset.train_y) * (cfg.groups if cfg.groups > 1 and cfg.replicate else 1)
