@@ -151,3 +151,12 @@ def test_permuted_digits_with_half_of_the_clients_reach_ari_1(seed):
         "server.clients_per_round=0.5", "rounds=8", f"seed={seed}", "run.threads=1"])
     final = run_federation(cfg).final
     assert final.ari == 1.0
+
+
+def test_an_auto_warm_up_leaves_a_short_run_a_round_that_trains():
+    refine = ClusterConfig(method="refine")
+    assert [refine.for_rounds(r).resolved_warmup for r in (1, 2, 3, 20)] == [0, 1, 2, 2]
+    assert refine.for_rounds(20) is refine
+    fixed = ClusterConfig(method="refine", warmup_rounds=5)
+    assert fixed.for_rounds(2) is fixed  # asked for explicitly: kept
+    assert ClusterConfig(method="kmeans").for_rounds(1).resolved_warmup == 0

@@ -201,7 +201,7 @@ def build(cfg: Config, run_dir: Path | None = None, dist: DistInfo | None = None
         from .dist.engine import RankAggregator
 
         aggregator = RankAggregator(engine.comm)
-    c = cfg.cluster
+    c = cfg.cluster.for_rounds(cfg.rounds)
     space = PointSpace(c.features, c.reduce, c.metric, c.sketch_dim, key_seed(cfg.seed, SKETCH))
     s = cfg.server
     optimizer = ServerOpt(s.optimizer, s.momentum, s.beta1, s.beta2, s.tau, ctx.model.num_params)

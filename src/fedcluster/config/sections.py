@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -214,6 +215,14 @@ class ClusterConfig(_Section):
         if self.warmup_rounds != "auto":
             return int(self.warmup_rounds)
         return 2 if self.method == "refine" else 0
+
+    def for_rounds(self, rounds: int) -> ClusterConfig:
+        """This section for a run of ``rounds``: an ``auto`` warm-up leaves at least one
+        round that moves the models (refine holds them during its warm-up), so a short
+        run (``rounds=2``) still trains."""
+        if self.warmup_rounds != "auto" or self.resolved_warmup < rounds:
+            return self
+        return dataclasses.replace(self, warmup_rounds=max(rounds - 1, 0))
 
     @property
     def resolved_schedule(self) -> str:
