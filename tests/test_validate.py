@@ -158,18 +158,19 @@ def test_bad_fault_settings_are_config_errors(override, message):
         load_config(None, [*BASE, *override])
 
 
-def test_a_client_without_a_step_is_left_out_by_robust_rules_only():
+def test_a_client_without_a_step_is_left_out_by_the_selecting_rules_only():
     deltas = torch.tensor([[1.0, 0.0], [0.0, 0.0], [2.0, 1.0]])
     v = check_updates(deltas, [None] * 3, steps=[3, 0, 1])
     assert v.keep.tolist() == [True, False, True]
     assert v.reasons == {1: "no local step (fewer samples than a batch)"}
-    assert check_updates(deltas, [None] * 3).keep.all()  # mean: FedAvg keeps it (weight n)
+    assert check_updates(deltas, [None] * 3).keep.all()  # the other rules keep it
     # in a run: a batch larger than the smallest client's training set
     sizes = build(load_config(None, BASE)).context.federation.train_sizes()
     small = int(np.argmin(sizes))
     batch = [f"client.batch_size={int(sizes[small]) + 1}", "client.drop_last=true"]
-    _, _, robust, updates = _first_round([*batch, "server.aggregator=median"])
+    _, _, krum, updates = _first_round([*batch, "server.aggregator=krum"])
     assert [u.steps for u in updates if u.client == small] == [0]
-    assert robust.rejected == {small: "no local step (fewer samples than a batch)"}
-    _, _, mean, _ = _first_round(batch)
-    assert mean.rejected == {}
+    assert krum.rejected == {small: "no local step (fewer samples than a batch)"}
+    for rule in ("mean", "median"):
+        _, _, kept, _ = _first_round([*batch, f"server.aggregator={rule}"])
+        assert kept.rejected == {}

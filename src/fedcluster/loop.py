@@ -145,10 +145,11 @@ class FederatedRounds:
         """Which updates the server accepts (fl/validate.py), logged once per round; the
         clipped ones are scaled in place."""
         s = self.cfg.server
-        robust = s.aggregator != "mean"  # a rule that would pick or lean to a zero update
+        # rules that select whole updates by how central they are would pick a zero one
+        selects = s.aggregator in ("krum", "multi-krum", "bulyan")
         verdict = check_updates(updates.deltas, [u.error for u in updates.updates],
                                 s.max_update_norm, s.clip_updates,
-                                [u.steps for u in updates.updates] if robust else None)
+                                [u.steps for u in updates.updates] if selects else None)
         for j, factor in verdict.scale.items():
             updates.deltas[j].mul_(factor)
         ids = updates.clients

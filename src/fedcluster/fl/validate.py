@@ -3,11 +3,13 @@
 A client is left out of the round when its training raised (``Update.error``), its
 update has the wrong size, holds a non-finite value, or its L2 norm exceeds
 ``server.max_update_norm`` (with ``server.clip_updates`` such an update is scaled
-down to the bound and kept instead). Under a robust aggregator a client that took no
-local step (fewer samples than a batch with ``client.drop_last``) is left out too: its
-zero update carries no information, yet it is the most central point of all, so Krum
-would pick it every round and the median is pulled toward it. The decision is a pure
-function of the gathered updates, so every process of a distributed run takes the same one.
+down to the bound and kept instead). Under Krum, multi-Krum and Bulyan a client that
+took no local step (fewer samples than a batch with ``client.drop_last``) is left out
+too: its zero update carries no information, yet it is the most central point of all,
+so Krum would pick it every round. (The coordinate-wise rules keep it: leaving it out
+would lower trimmed-mean's trim count, ``floor(trim * m)``, below the attackers'.)
+The decision is a pure function of the gathered updates, so every process of a
+distributed run takes the same one.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def check_updates(deltas: torch.Tensor, errors: list[str | None], max_norm: floa
     """Validate each row of ``deltas`` ``[m, D]``; ``errors[j]`` is row ``j``'s training
     error or None. ``max_norm > 0`` bounds each row's L2 norm (computed in float64):
     a longer row is rejected, or with ``clip`` kept and scaled by ``max_norm / norm``.
-    ``steps`` (given under a robust aggregator): a row whose client took no local step
+    ``steps`` (given under the selecting rules): a row whose client took no local step
     is rejected. Reasons are checked in that order: error, non-finite, no step, norm."""
     m = deltas.shape[0]
     if len(errors) != m:
