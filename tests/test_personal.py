@@ -9,6 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from _linear import softmax_ce_grad
 from torch import nn
 
 from fedcluster import load_config, prepare
@@ -85,15 +86,6 @@ class _OneModel:
             yield Update(c, delta, len(self.y), loss, steps)
 
 
-def _softmax_ce_grad(W, b, X, Y):
-    """The gradient of the mean softmax cross-entropy of a linear model, in closed form."""
-    z = X @ W.T + b
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    p[np.arange(len(Y)), Y] -= 1
-    return p.T @ X / len(Y), p.mean(axis=0)
-
-
 def test_ditto_personal_steps_by_hand_on_a_linear_model():
     """v <- v - lr (grad F(v) + lam (v - w)) for two full-batch steps, w the cluster model
     the client started from (not v's own start), the store row updated, others not."""
@@ -117,7 +109,7 @@ def test_ditto_personal_steps_by_hand_on_a_linear_model():
     assert same is kept and not kept.deltas.any()  # the cluster update is untouched
     W, b = W0.copy(), b0.copy()
     for _ in range(2):
-        gW, gb = _softmax_ce_grad(W, b, X, Y)
+        gW, gb = softmax_ce_grad(W, b, X, Y)
         W, b = W - 0.3 * (gW + lam * (W - Ww)), b - 0.3 * (gb + lam * (b - bw))
     # float64; lam (v - v0) + lam (v0 - w) for lam (v - w): a few ulps of the values
     np.testing.assert_allclose(state.clients[KEY][2].numpy(),

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from _linear import softmax_ce_grad
 from torch import nn
 
 from fedcluster import load_config, prepare
@@ -81,14 +82,6 @@ def test_one_scaffold_round_on_a_quadratic_in_closed_form():
     torch.testing.assert_close(fresh.clients[KEY][0], x - a[0], rtol=1e-14, atol=1e-15)
 
 
-def _softmax_ce_grad(W, b, X, Y):
-    z = X @ W.T + b
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    p[np.arange(len(Y)), Y] -= 1
-    return p.T @ X / len(Y), p.mean(axis=0)
-
-
 def test_corrected_local_steps_by_hand_on_a_linear_model():
     rng = np.random.default_rng(1)
     X, Y = rng.normal(size=(4, 3)), np.array([1, 0, 1, 1])
@@ -103,7 +96,7 @@ def test_corrected_local_steps_by_hand_on_a_linear_model():
                                   correction=torch.from_numpy(corr))
     W, b = W0.copy(), b0.copy()
     for _ in range(2):  # y <- y - lr (grad + c - c_i)
-        gW, gb = _softmax_ce_grad(W, b, X, Y)
+        gW, gb = softmax_ce_grad(W, b, X, Y)
         W, b = W - 0.2 * (gW + corr[:6].reshape(2, 3)), b - 0.2 * (gb + corr[6:])
     assert steps == 2
     np.testing.assert_allclose(delta.numpy(), np.concatenate([W.flatten(), b]) - start.numpy(),
