@@ -4,11 +4,15 @@ address checks, failure diagnosis, the single-rank process group, and a source s
 from __future__ import annotations
 
 import ast
+import dataclasses
 import logging
+import signal
 import socket
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,12 +28,14 @@ from fedcluster.dist.collectives import Collectives
 from fedcluster.dist.engine import split_by_load
 from fedcluster.dist.group import (
     DistInfo,
+    Heartbeat,
+    _wait_for_all,
     endpoint_is_public,
     init_distributed,
     shutdown,
     warn_if_public,
 )
-from fedcluster.dist.launch import torchrun_args, worker_threads
+from fedcluster.dist.launch import _first_failure, torchrun_args, worker_threads
 from fedcluster.fl.aggregate import group_means, group_sums, means_from_sums
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "fedcluster"
@@ -120,6 +126,38 @@ def test_failure_diagnosis_names_ranks_behind_or_failed():
     assert "round 2: aggregation" in msg and "peer closed" in msg
     Collectives(_info(store, rank=1)).report_failure("ValueError: bad batch")
     assert "rank 1 failed: ValueError: bad batch" in comm.diagnose("x", RuntimeError())
+
+
+def test_a_rank_whose_heartbeat_stands_still_is_lost():
+    store = dist.HashStore()
+    store.set_timeout(timedelta(seconds=1))
+    beating = Heartbeat(store, 1)  # rank 1 alive; rank 2 beat once, then died
+    store.set("beat/2", "0")
+    try:
+        assert Collectives(_info(store)).lost() == [2]
+    finally:
+        beating.stop()
+    assert Collectives(_info(store, world=2)).lost() == [1]  # stopped: now it stands still
+
+
+def test_the_final_wait_outlasts_the_collective_timeout():
+    store = dist.HashStore()
+    info = dataclasses.replace(_info(store, rank=1, world=2), timeout_s=0.1)
+    late = threading.Timer(0.5, store.set, ("done/0", "1"))  # rank 0 writing its last files
+    late.start()
+    t0 = time.monotonic()
+    _wait_for_all(info)
+    assert time.monotonic() - t0 >= 0.4 and store.check(["done/1"])
+
+
+def test_the_first_failure_prefers_a_killed_worker_within_a_second():
+    def failure(code: int, t: int) -> SimpleNamespace:
+        return SimpleNamespace(exitcode=code, timestamp=t)
+
+    same_second = {0: failure(1, 100), 1: failure(-signal.SIGKILL, 100)}
+    assert _first_failure(same_second)[0] == 1
+    assert _first_failure({0: failure(1, 99), 1: failure(-signal.SIGKILL, 100)})[0] == 0
+    assert _first_failure({0: failure(-signal.SIGTERM, 100), 1: failure(1, 100)})[0] == 0
 
 
 def test_a_rank_lost_inside_a_collective_is_the_one_that_never_reports():

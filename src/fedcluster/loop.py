@@ -312,21 +312,35 @@ def drive(run: Run, state: RunState, callbacks: Sequence[Callback] = ()) -> RunS
                 reason = "early-stop" if r < cfg.rounds else reason
                 break
     except BaseException as e:
-        stopped = isinstance(e, Stopped)
-        reason = e.name if stopped else "KeyboardInterrupt" if isinstance(
-            e, KeyboardInterrupt) else "error"
         with shielded():  # a signal now (torchrun stopping the ranks) cuts nothing short
+            cause = _cause(run, e)
+            stopped = isinstance(cause, Stopped)
+            reason = cause.name if stopped else "KeyboardInterrupt" if isinstance(
+                cause, KeyboardInterrupt) else "error"
             if not stopped:
-                run.aggregator.failed(e)
+                run.aggregator.failed(cause)
             _final_save(run, state)
-            error = None if stopped else f"{type(e).__name__}: {e}"
+            error = None if stopped else f"{type(cause).__name__}: {cause}"
             cbs.run_end(RunSummary(ctx, results, state.models, time.perf_counter() - t0,
                                    error=error, reason=reason, round=state.round))
-        raise
+        if cause is e:
+            raise
+        raise cause from e
     summary = RunSummary(ctx, results, state.models, time.perf_counter() - t0,
                          reason == "early-stop", reason=reason, round=state.round)
     cbs.run_end(summary)
     return summary
+
+
+def _cause(run: Run, e: BaseException) -> BaseException:
+    """Why the run ends: ``e``, unless it is a stop signal that torchrun sent because
+    another process died; then the error naming that process."""
+    if isinstance(e, Stopped):
+        try:
+            run.aggregator.stopped()
+        except Exception as lost:
+            return lost
+    return e
 
 
 def _final_save(run: Run, state: RunState) -> None:

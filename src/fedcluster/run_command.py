@@ -218,5 +218,5 @@ def _run_rank(cfg: Config, args: argparse.Namespace, start: RunState | None) -> 
                 run_federation(cfg, [], None, info, start)
         done = True
     finally:
-        shutdown(sync=done)
+        shutdown(info, sync=done)
     return 0

@@ -23,14 +23,15 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from .group import DistInfo
+from .group import HEARTBEAT_S, DistInfo
 
-__all__ = ["Collectives", "DistributedError"]
+__all__ = ["LOST_AFTER_BEATS", "Collectives", "DistributedError"]
 
 log = logging.getLogger(__name__)
 
 
 REPORT_GRACE_S = 1.0  # how long survivors of a failed collective wait for each other
+LOST_AFTER_BEATS = 4  # a rank whose heartbeat stands still this many beats is lost
 
 
 @contextlib.contextmanager
@@ -135,6 +136,27 @@ class Collectives:
             return (f"{head}: rank(s) {names} stopped responding inside it (died or hung: "
                     f"no report within {REPORT_GRACE_S:g} s after the failure); {error}")
         return f"{head}: every rank reported back, the collective itself failed; {error}"
+
+    def lost(self) -> list[int]:
+        """The other ranks whose heartbeat (``group.Heartbeat``) stands still for
+        :data:`LOST_AFTER_BEATS` beats: they died or hung. Empty when the store is gone."""
+        store = self.info.store
+        others = [r for r in range(self.world) if r != self.rank]
+
+        def beats() -> dict[int, bytes | None]:
+            return {r: store.get(f"beat/{r}") if store.check([f"beat/{r}"]) else None
+                    for r in others}
+
+        with _sigterm_held():
+            try:
+                store.set_timeout(timedelta(seconds=5))
+                before = beats()
+                time.sleep(LOST_AFTER_BEATS * HEARTBEAT_S)
+                after = beats()
+            except Exception:
+                log.debug("could not read the heartbeats", exc_info=True)
+                return []
+        return [r for r in others if after[r] is None or after[r] == before[r]]
 
     def _silent(self, store: dist.Store) -> list[int]:
         """The other ranks that do not report this collective's failure within the grace."""

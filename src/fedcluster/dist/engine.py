@@ -36,7 +36,8 @@ from ..fl.aggregate import group_sums
 from ..fl.client import LocalRule, Update
 from ..fl.evaluate import EvalStats
 from ..fl.validate import screen
-from .collectives import Collectives, DistributedError
+from .collectives import LOST_AFTER_BEATS, Collectives, DistributedError
+from .group import HEARTBEAT_S
 
 __all__ = ["DistributedEngine", "RankAggregator", "split_by_load"]
 
@@ -199,3 +200,14 @@ class RankAggregator:
         """Tell the other ranks this one fails (a failed collective has told them)."""
         if not isinstance(error, DistributedError):
             self.comm.report_failure(f"{type(error).__name__}: {error}")
+
+    def stopped(self) -> None:
+        """Raise :class:`DistributedError` when ranks died rather than stopped with this
+        one: torchrun stops the survivors of a worker that died, often before they reach
+        the collective that would have failed."""
+        lost = self.comm.lost()
+        if lost:
+            raise DistributedError(
+                f"rank {self.comm.rank}: stopped by a signal, and rank(s) "
+                f"{', '.join(map(str, lost))} stopped responding before it (no heartbeat "
+                f"for {LOST_AFTER_BEATS * HEARTBEAT_S:g} s: died or hung)")

@@ -15,6 +15,8 @@ import ipaddress
 import logging
 import os
 import socket
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 
 CHECKED_ENV = "FEDCLUSTER_RDZV_CHECKED"
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+HEARTBEAT_S = 0.25  # how often each rank counts up its ``beat/RANK`` key in the store
+FINAL_WAIT_S = 24 * 3600.0  # how long the ranks wait for each other at the end of a run
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,39 @@ class DistInfo:
     def is_main(self) -> bool:
         """Global rank 0: the only process that writes files or prints the table."""
         return self.rank == 0
+
+
+class Heartbeat:
+    """A daemon thread that counts up ``beat/RANK`` in the store every :data:`HEARTBEAT_S`
+    while the rank is alive, busy computing or blocked in a collective alike, so another
+    rank can tell it from one that died or was stopped (see ``Collectives.lost``).
+    TCPStore operations are serialised by the store's own lock, so the thread shares it."""
+
+    def __init__(self, store: dist.Store, rank: int) -> None:
+        self._store, self._key = store, f"beat/{rank}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="fedcluster-heartbeat",
+                                        daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        count = 0
+        while True:
+            try:
+                self._store.set(self._key, str(count))
+            except Exception:  # the store is gone: the run is over either way
+                log.debug("heartbeat stopped", exc_info=True)
+                return
+            count += 1
+            if self._stop.wait(HEARTBEAT_S):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+_heartbeat: Heartbeat | None = None
 
 
 def launched(env: Mapping[str, str] = os.environ) -> bool:
@@ -140,18 +177,40 @@ def init_distributed(run: RunConfig, env: Mapping[str, str] = os.environ) -> Dis
                             world_size=world, timeout=timeout,
                             device_id=device if backend == "nccl" else None)
     log.debug("rank %d/%d (local %d) joined: %s on %s", rank, world, local, backend, device)
-    return DistInfo(rank, world, local, backend, device, run.timeout_s,
+    info = DistInfo(rank, world, local, backend, device, run.timeout_s,
                     dist.PrefixStore("fedcluster", store))
+    global _heartbeat
+    _heartbeat = Heartbeat(info.store, rank)
+    return info
 
 
-def shutdown(sync: bool = False) -> None:
+def shutdown(info: DistInfo | None = None, sync: bool = False) -> None:
     """End the process group, if one was started.
 
     ``sync`` (after a successful run) first waits for every rank, so that no rank tears
     its connections down while rank 0 is still writing and the others still connected.
+    The wait is in the store, not a barrier bounded by ``run.timeout_s``: rank 0's last
+    files (models, report, figures) may take longer than a short collective timeout.
     """
+    global _heartbeat
+    if _heartbeat is not None:
+        _heartbeat.stop()
+        _heartbeat = None
     if not (dist.is_available() and dist.is_initialized()):
         return
-    if sync:
-        dist.barrier()
+    if sync and info is not None:
+        _wait_for_all(info)
     dist.destroy_process_group()
+
+
+def _wait_for_all(info: DistInfo) -> None:
+    """Report this rank done and wait until every rank has (polled, so that a signal,
+    torchrun stopping this rank because another failed, is acted on at once)."""
+    info.store.set(f"done/{info.rank}", "1")
+    keys = [f"done/{r}" for r in range(info.world_size)]
+    deadline = time.monotonic() + max(info.timeout_s, FINAL_WAIT_S)
+    while not info.store.check(keys):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the other ranks did not finish within "
+                               f"{max(info.timeout_s, FINAL_WAIT_S):g} s of this one")
+        time.sleep(0.05)

@@ -155,6 +155,18 @@ def _exit(failure: object) -> str:
     return f"exit code {code}"
 
 
+def _first_failure(failures: dict) -> tuple[int, object]:
+    """The failure torchrun saw first. Its timestamps are whole seconds: within one, a
+    worker killed by a signal (other than the SIGTERM torchrun stops workers with) comes
+    before one that exited with an error, which is usually the other's consequence."""
+    def order(item: tuple[int, object]) -> tuple[int, bool, int]:
+        rank, failure = item
+        code = getattr(failure, "exitcode", None)
+        killed = isinstance(code, int) and code < 0 and -code != signal.SIGTERM
+        return getattr(failure, "timestamp", 0), not killed, rank
+    return min(failures.items(), key=order)
+
+
 def launch_workers(args: list[str], threads: int) -> None:
     """Run torchrun with ``args`` in this process; raise :class:`LaunchError` on failure,
     :class:`~fedcluster.signals.Stopped` when a signal stopped the run (torchrun sends
@@ -181,7 +193,7 @@ def launch_workers(args: list[str], threads: int) -> None:
         with loopback_stores() if local else contextlib.nullcontext():
             run(parsed)
     except ChildFailedError as e:
-        rank, first = e.get_first_failure()
+        rank, first = _first_failure(e.failures)
         msg = f"worker rank {rank} (local rank {first.local_rank}) failed first ({_exit(first)})"
         rest = sorted(r for r in e.failures if r != rank)
         if rest:

@@ -96,6 +96,11 @@ class Aggregator(Protocol):
         """This process is failing with ``error`` (so the others can name it)."""
         ...
 
+    def stopped(self) -> None:
+        """A stop signal came: raise if it came because another process died (torchrun
+        stops the survivors), naming that process."""
+        ...
+
 
 class LocalAggregator:
     """One process holds every update."""
@@ -111,4 +116,7 @@ class LocalAggregator:
         return flag
 
     def failed(self, error: BaseException) -> None:
+        pass
+
+    def stopped(self) -> None:
         pass
