@@ -8,6 +8,8 @@ that never arrived, or that reported their own failure. When every rank had arri
 each survivor reports in and waits up to ``REPORT_GRACE_S`` for the others: the ranks
 that never report died or hung inside the collective. SIGTERM (torchrun stopping the
 survivors once it sees a worker die) is held off meanwhile, so the diagnosis is made.
+A survivor that gets that SIGTERM outside any collective finds the lost ranks by their
+heartbeat (``group.Heartbeat``), which stands still: see :meth:`Collectives.lost`.
 """
 
 from __future__ import annotations
