@@ -193,14 +193,15 @@ def shutdown(info: DistInfo | None = None, sync: bool = False) -> None:
     files (models, report, figures) may take longer than a short collective timeout.
     """
     global _heartbeat
-    if _heartbeat is not None:
-        _heartbeat.stop()
-        _heartbeat = None
-    if not (dist.is_available() and dist.is_initialized()):
-        return
-    if sync and info is not None:
-        _wait_for_all(info)
-    dist.destroy_process_group()
+    try:
+        if sync and info is not None and dist.is_available() and dist.is_initialized():
+            _wait_for_all(info)  # beating meanwhile: a rank that finished is not lost
+    finally:
+        if _heartbeat is not None:
+            _heartbeat.stop()
+            _heartbeat = None
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _wait_for_all(info: DistInfo) -> None:
