@@ -62,6 +62,9 @@ def test_push_keys_map_onto_telegram_notifications(tmp_path, caplog):
     auth = {**README_CONF, "proxy_type": "http", "proxy_username": "u", "proxy_password": "p"}
     assert load_config(_write(tmp_path, auth), environ={}).notify.telegram.proxy == \
         "http://u:p@127.0.0.1:1080"
+    odd = {**auth, "proxy_username": "me@corp", "proxy_password": "p@ss:w/rd"}  # URL-escaped
+    assert load_config(_write(tmp_path, odd), environ={}).notify.telegram.proxy == \
+        "http://me%40corp:p%40ss%3Aw%2Frd@127.0.0.1:1080"
 
 
 def test_push_disabled_or_unsupported_maps_nothing(tmp_path, caplog):

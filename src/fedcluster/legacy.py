@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from .config import ConfigError
+from .notify.reference import REFERENCE_PUSH_KEYS, notify_from_reference
 from .registry import did_you_mean
 
 __all__ = ["LEGACY_KEYS", "NOTIFY_KEYS", "from_legacy", "is_legacy"]
@@ -47,8 +48,7 @@ IMPLIED: dict[str, Any] = {
 NOT_APPLIED = ("factor", "patience")
 
 # ---- notifications: the reference's push and proxy keys (-> [notify.telegram])
-NOTIFY_KEYS = ("is_push_enable", "push_type", "proxy_type", "proxy_host", "proxy_port",
-               "proxy_username", "proxy_password", "telegram_id", "api_key")
+NOTIFY_KEYS = REFERENCE_PUSH_KEYS
 
 
 KNOWN = (*LEGACY_KEYS, *NOT_APPLIED, *NOTIFY_KEYS)
@@ -67,28 +67,17 @@ def _set(out: dict[str, Any], dotted: str, value: Any) -> None:
     node[key] = value
 
 
-def _proxy_url(data: dict[str, Any]) -> str:
-    kind, host, port = data.get("proxy_type"), data.get("proxy_host"), data.get("proxy_port")
-    if not kind or not host:
-        return ""
-    user, password = data.get("proxy_username"), data.get("proxy_password")
-    auth = f"{user}:{password or ''}@" if user else ""
-    return f"{kind}://{auth}{host}{f':{port}' if port else ''}"
-
-
 def _notify(data: dict[str, Any], out: dict[str, Any]) -> str:
     """Map the push keys onto [notify.telegram]; say what happened."""
     present = [k for k in NOTIFY_KEYS if data.get(k) is not None]
     if not present or not data.get("is_push_enable"):
         return "push disabled" if present else ""
-    if data.get("push_type", "telegram") != "telegram":
+    try:
+        out["notify"] = notify_from_reference(data)
+    except ValueError:
         log.warning("conf.json: push_type = %r is not supported (telegram is); push keys "
                     "not applied", data.get("push_type"))
         return "push keys not applied"
-    _set(out, "notify.telegram.chat_id", str(data.get("telegram_id") or ""))
-    _set(out, "notify.telegram.token", str(data.get("api_key") or ""))
-    if _proxy_url(data):
-        _set(out, "notify.telegram.proxy", _proxy_url(data))
     return "push -> notify.telegram (chat_id, token, proxy)"
 
 
