@@ -1,13 +1,15 @@
 """Server optimisers, FedProx, SCAFFOLD, FedDyn, Ditto and FedRep under ``--nproc 2``
 give the one-process run: every rank steps the same per-cluster state on the same
 all-reduced sums, each rank's engine trains its clients with the proximal term or its
-share of the corrections, and every rank applies the same client-store updates (control
-variates, personal models and heads) from the gathered deltas."""
+corrections, and each client's own state (control variates, personal models and heads)
+lives on the one rank that trains it; a checkpoint gathers it whole, and a run resumed
+on 2 processes continues the one-process run."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +19,12 @@ import torch
 from safetensors.torch import load_file
 
 from fedcluster import load_config, run_federation
+from fedcluster.build import build
 from fedcluster.callbacks import default_callbacks
+from fedcluster.callbacks.base import CallbackList
+from fedcluster.checkpoint import load_checkpoint
+from fedcluster.loop import initial_state
+from fedcluster.profiling import Profiler
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]),
@@ -61,4 +68,90 @@ def test_the_same_run_on_1_and_2_processes(case, tmp_path):
         ma = load_file(one / "models" / f"cluster-{i}.safetensors")
         mb = load_file(two / "models" / f"cluster-{i}.safetensors")
         for key in ma:  # the sums are float64, so in practice bit for bit
+            torch.testing.assert_close(mb[key], ma[key], rtol=0, atol=1e-6)
+    if case != "fedprox-fedadam":  # the client state, gathered from the ranks at checkpoint
+        sa, sb = load_checkpoint(one).clients, load_checkpoint(two).clients
+        assert sa.keys() == sb.keys() and sa
+        for key in sa:
+            torch.testing.assert_close(sb[key], sa[key], rtol=0, atol=1e-6)
+
+
+RANK_SCRIPT = """
+import sys
+import torch
+from safetensors.torch import save_file
+from fedcluster import load_config
+from fedcluster.build import build
+from fedcluster.callbacks.base import CallbackList
+from fedcluster.dist.group import init_distributed, shutdown
+from fedcluster.loop import initial_state
+from fedcluster.profiling import Profiler
+cfg = load_config(None, sys.argv[2:])
+info = init_distributed(cfg.run)
+run = build(cfg, None, info)
+state = initial_state(run)
+for r in range(1, cfg.rounds + 1):
+    state, _ = run.rounds(state, r, CallbackList([]), Profiler())
+out = {"held": torch.from_numpy(run.rounds.held())}
+out.update({k: t.contiguous() for k, t in state.clients.items()})
+save_file(out, f"{sys.argv[1]}/rank{info.rank}.safetensors")
+shutdown(sync=True)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_each_rank_holds_only_the_state_of_the_clients_it_trains(tmp_path):
+    """Ditto on 2 processes: rank r's store has exactly the rows of its home clients (none
+    of the other rank's), equal to the one-process run's rows of those clients."""
+    over = [*BASE, *CASES["ditto-half-of-the-clients"]]
+    cfg = load_config(None, over)
+    run = build(cfg)
+    state = initial_state(run)
+    for r in range(1, cfg.rounds + 1):
+        state, _ = run.rounds(state, r, CallbackList([]), Profiler())
+    whole = state.clients["personal"]
+    env = {**ENV, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(_free_port())}
+    procs = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, str(tmp_path), *over],
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stderr=subprocess.PIPE, text=True) for r in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    got = [load_file(tmp_path / f"rank{r}.safetensors") for r in range(2)]
+    held = [g["held"].numpy() for g in got]
+    assert len(held[0]) and len(held[1]) and not set(held[0]) & set(held[1])
+    assert sorted([*held[0], *held[1]]) == list(range(8))
+    for g, ids in zip(got, held, strict=True):
+        assert g["personal"].shape == (len(ids), whole.shape[1])  # its clients' rows only
+        torch.testing.assert_close(g["personal"], whole[torch.from_numpy(ids)], rtol=0,
+                                   atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_run_resumed_on_2_processes_continues_the_one_process_run(tmp_path):
+    """SCAFFOLD with half of the clients: 2 rounds, then resumed to round 3, on 2 processes
+    (the checkpoint's control variates gathered from both, each rank taking its clients'
+    rows back) gives the records and models of the same on one process."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    over = [*BASE, *CASES["scaffold-half-of-the-clients"]]
+    for out, nproc in ((one, []), (two, ["--nproc", "2"])):
+        for args in (["run", *over, "rounds=2", "--out", str(out)],
+                     ["run", "--resume", str(out), "rounds=3"]):
+            proc = subprocess.run([sys.executable, "-m", "fedcluster", *args, "-q", *nproc],
+                                  env=ENV, capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, proc.stderr
+    a, b = _records(one), _records(two)
+    assert len(a) == len(b) == 3
+    assert [r["accuracy"] for r in a] == [r["accuracy"] for r in b]
+    for i in range(2):
+        ma = load_file(one / "models" / f"cluster-{i}.safetensors")
+        mb = load_file(two / "models" / f"cluster-{i}.safetensors")
+        for key in ma:
             torch.testing.assert_close(mb[key], ma[key], rtol=0, atol=1e-6)
