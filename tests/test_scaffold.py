@@ -15,7 +15,7 @@ from fedcluster.checkpoint import load_checkpoint, save_checkpoint
 from fedcluster.config import ConfigError
 from fedcluster.engines import VmapEngine
 from fedcluster.fl.client import Update, local_train
-from fedcluster.fl.client_state import client_store, keep_held, rows, write
+from fedcluster.fl.client_state import client_store, here, keep_held, rows, write
 from fedcluster.fl.flat import FlatModel
 from fedcluster.fl.scaffold import KEY, Scaffold
 from fedcluster.fl.server import RoundUpdates
@@ -208,6 +208,7 @@ def test_a_process_holds_and_serves_only_its_clients_rows(tmp_path):
     whole = dataclasses.replace(state, clients={"s": torch.arange(10.0).view(5, 2)})
     assert keep_held(whole, held).clients["s"].tolist() == [[2, 3], [6, 7], [8, 9]]
     assert keep_held(whole, None) is whole
+    assert not here([0, 1], np.array([], dtype=np.int64)).any()  # a rank holding no client
     scaffold = Scaffold(np.full(5, 10), params=2, lr=0.1, held=held)
     s = scaffold.prepare(new_state(torch.zeros(2), 5))
     write(s.clients[KEY], [3], torch.tensor([[1.0, 2.0]]), held)

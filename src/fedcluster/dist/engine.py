@@ -19,7 +19,11 @@ exchange only flat tensors. Per round:
    clients, and the per-client ``[n, correct, top-5, loss]`` rows are all-gathered.
 
 With ``data.partition = "local"`` a client lives on one rank (its site) and is
-trained and evaluated only there.
+trained and evaluated only there. So does a client of an algorithm with per-client
+state (SCAFFOLD, FedDyn, the personalised ones): its home rank, fixed for the run by
+:func:`split_by_load` of all training-set sizes, holds its state (fl/client_state.py),
+evaluates its own model (:meth:`DistributedEngine.evaluate_own`, one all-gather for all
+clients) and hands its rows to rank 0 for a checkpoint (:meth:`~DistributedEngine.gather_rows`).
 """
 
 from __future__ import annotations

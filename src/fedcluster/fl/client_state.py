@@ -88,8 +88,10 @@ def here(clients: np.ndarray | list[int], held: np.ndarray | None) -> np.ndarray
     ids = np.asarray(clients, dtype=np.int64)
     if held is None:
         return np.ones(len(ids), dtype=bool)
+    if not len(held):  # a process with more ranks than clients may hold none
+        return np.zeros(len(ids), dtype=bool)
     pos = np.searchsorted(held, ids)
-    return (pos < len(held)) & (held[np.minimum(pos, max(len(held) - 1, 0))] == ids)
+    return (pos < len(held)) & (held[np.minimum(pos, len(held) - 1)] == ids)
 
 
 def _index(store: torch.Tensor, clients: np.ndarray | list[int],
