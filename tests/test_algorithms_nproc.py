@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -23,6 +24,7 @@ from fedcluster.build import build
 from fedcluster.callbacks import default_callbacks
 from fedcluster.callbacks.base import CallbackList
 from fedcluster.checkpoint import load_checkpoint
+from fedcluster.dist.engine import DistributedEngine, split_by_load
 from fedcluster.loop import initial_state
 from fedcluster.profiling import Profiler
 
@@ -155,3 +157,37 @@ def test_a_run_resumed_on_2_processes_continues_the_one_process_run(tmp_path):
         mb = load_file(two / "models" / f"cluster-{i}.safetensors")
         for key in ma:
             torch.testing.assert_close(mb[key], ma[key], rtol=0, atol=1e-6)
+
+
+class _TwoRanks:
+    """Rank 0's view of a 2-rank group whose rank 1 holds ``other``: all_gather returns
+    this rank's block and rank 1's block of the same chunk."""
+
+    rank, world = 0, 2
+
+    def __init__(self, other: torch.Tensor) -> None:
+        self.other, self.calls = other, 0
+
+    def all_gather(self, t: torch.Tensor, what: str) -> torch.Tensor:
+        step = t.shape[0]
+        theirs = torch.zeros_like(t)
+        part = self.other[self.calls * step:(self.calls + 1) * step]
+        theirs[:len(part)] = part
+        self.calls += 1
+        return torch.stack([t, theirs])
+
+
+def test_a_checkpoint_gathers_the_ranks_rows_in_chunks_into_the_whole_store():
+    sizes = np.array([50, 10, 40, 10, 30, 20, 20, 70, 5])
+    home = split_by_load(sizes, 2)
+    whole = torch.randn(9, 3, generator=torch.Generator().manual_seed(0))
+    held = [np.flatnonzero(home == r) for r in range(2)]
+    comm = _TwoRanks(whole[torch.from_numpy(held[1])])
+    engine = DistributedEngine(None, comm, sizes, sizes, home)
+    assert engine.held().tolist() == held[0].tolist()
+    got = engine.gather_rows(whole[torch.from_numpy(held[0])], held[0], "x", chunk_bytes=24)
+    assert torch.equal(got, whole)
+    assert comm.calls == int(np.ceil(max(len(h) for h in held) / 2))  # 2 rows a chunk
+    comm.rank = engine.rank = 1  # the other ranks only send
+    comm.calls = 0
+    assert engine.gather_rows(whole[torch.from_numpy(held[1])], held[1], "x") is None
