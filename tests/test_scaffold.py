@@ -215,3 +215,22 @@ def test_a_process_holds_and_serves_only_its_clients_rows(tmp_path):
     s = dataclasses.replace(s, server_opt={KEY: torch.tensor([[0.5, 0.5]])})
     _, corr = scaffold.corrections(s, np.array([0, 3]), np.array([0, 0]))
     assert corr.tolist() == [[0.5, 0.5], [-0.5, -1.5]]
+
+
+def test_the_cluster_variate_is_the_mean_of_all_clients_under_partial_participation():
+    """With one cluster, c = sum_i n_i c_i / sum_i n_i over all N clients, placed or not (the
+    paper's c <- c + |S|/N mean dc_i, size-weighted), round after round while clients join."""
+    sizes = np.array([10, 30, 20, 40])
+    scaffold = Scaffold(sizes, params=2, lr=0.1)
+    state = scaffold.prepare(new_state(torch.zeros(2, dtype=torch.float64), 4))
+    g = torch.Generator().manual_seed(0)
+    for sampled in ([0, 1], [1, 2], [3, 0, 2]):
+        clients = np.array(sampled)
+        updates = RoundUpdates.of([Update(int(i), torch.randn(2, generator=g,
+                                                             dtype=torch.float64), 5, 0.0, 3)
+                                   for i in clients])
+        state.assignment[clients] = 0  # placed by the round's server step, before update
+        state = scaffold.update(state, updates, np.zeros(len(clients), dtype=np.int64))
+        n = torch.from_numpy(sizes).double()
+        mean = (n[:, None] * state.clients[KEY]).sum(0) / n.sum()
+        torch.testing.assert_close(state.server_opt[KEY][0], mean, rtol=1e-12, atol=1e-14)

@@ -11,8 +11,10 @@ steps of learning rate ``lr`` it reports ``delta = y - x`` and
 - ``c_i <- c_i - c_k - delta / (K * lr)``   (a client that took no step keeps ``c_i``);
 - ``c_k <- c_k + sum(n_i (c_i_new - c_i)) / n_k`` over the round's accepted clients that
   started from ``k``, ``n_i`` being client ``i``'s training-set size and ``n_k`` the sum
-  of those of ``k``'s members after the round: ``c_k`` stays the mean of its members'
-  ``c_i`` weighted as the models are averaged (by training-set size), so the corrections
+  of those of the clients that start from ``k`` after the round (its members, and for the
+  cluster unplaced clients start from, those too, whose ``c_i`` are still 0): ``c_k``
+  stays the mean of those clients' ``c_i`` weighted as the models are averaged (by
+  training-set size), so the corrections
   ``c_k - c_i`` cancel in the cluster's weighted mean update when every client takes the
   same number of steps. (The paper weights clients equally, as it averages the models
   equally; with size-weighted models an equal-weighted ``c`` leaves ``c - sum w_i c_i``
@@ -30,13 +32,14 @@ Checked against the paper: ``K`` is each client's own count of local steps
 (``Update.steps``), ``lr`` the local rate ``client.lr`` (constant over the run), the
 correction ``c_k - c_i`` is added to the gradient, and with equal training-set sizes the
 server's ``c_k`` moves by ``(1 / N_k) * sum (c_i_new - c_i)`` = the paper's
-``|S| / N * mean`` over the cluster's ``N_k`` members. SCAFFOLD is defined for plain SGD,
+``|S| / N * mean``, ``N_k`` counting the clients that start from ``k`` (with one cluster:
+all ``N``, as in the paper, placed or not). SCAFFOLD is defined for plain SGD,
 so momentum and Adam are refused (config); weight decay is allowed: it is part of every
 client's objective, and the control variates then estimate the regularised gradients
-(the decay term, the same for every client, cancels in ``c_k - c_i``). Under partial
-participation before every client was placed, ``N_k`` counts the members so far, not
-all clients (the paper's ``N``), and a client that changes cluster takes its ``c_i`` along
-without moving the clusters' ``c_k``: they are then no longer exactly their members' mean.
+(the decay term, the same for every client, cancels in ``c_k - c_i``). With several
+clusters, a client that changes cluster (or an unplaced one placed elsewhere than the
+cluster it started from) takes its ``c_i`` along without moving the clusters' ``c_k``:
+they are then no longer exactly their members' mean.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ import torch
 from .algorithm import Hooks, Jobs, Start, Trainer
 from .client_state import client_store, here, rows, write
 from .server import RoundUpdates
-from .state import RunState
+from .state import RunState, start_cluster
 
 __all__ = ["KEY", "Scaffold"]
 
@@ -92,6 +95,16 @@ class Scaffold(Hooks):
                                                         self.held)
         return state, c[torch.as_tensor(starts, device=c.device)] - own
 
+    @staticmethod
+    def _starts(state: RunState) -> np.ndarray:
+        """Every client's start cluster: its own, or for the unplaced the one they start
+        from (fl/state.py: start_cluster)."""
+        out = state.assignment.copy()
+        unplaced = np.flatnonzero(out < 0)
+        if len(unplaced):
+            out[unplaced] = start_cluster(state, int(unplaced[0]))
+        return out
+
     def update(self, state: RunState, updates: RoundUpdates, starts: np.ndarray) -> RunState:
         """The state after the round's accepted ``updates`` (their start clusters ``starts``):
         new client control variates (written into the store in place) and cluster ones."""
@@ -105,9 +118,7 @@ class Scaffold(Hooks):
         deltas = updates.deltas[:, :self.params].to(c.dtype)
         step = -c[starts_t] - deltas / (steps.clamp_min(1) * self.lr)[:, None]
         step[steps == 0] = 0  # c_i_new - c_i
-        placed = state.assignment >= 0
-        mass = np.bincount(state.assignment[placed], weights=self.sizes[placed],
-                           minlength=state.k)
+        mass = np.bincount(self._starts(state), weights=self.sizes, minlength=state.k)
         n_k = torch.as_tensor(np.maximum(mass, 1.0), dtype=c.dtype, device=c.device)
         n_i = torch.as_tensor(self.sizes[clients], dtype=c.dtype, device=c.device)
         change = torch.zeros_like(c).index_add_(0, starts_t, step * n_i[:, None])
