@@ -12,7 +12,8 @@ dissimilar clients and many local steps. So: 20 clients holding 2 label shards e
 run: the first round whose accuracy (pooled over the clients' eval sets) reaches each
 target ("–" when it never does), the best and the final accuracy, and whether any
 client update was non-finite. Prints a Markdown table (per-seed rounds, then mean
-accuracies) and, with ``--out``, one JSON line per run.
+accuracies; runs with other ``key=value`` overrides in rows of their own) and, with
+``--out``, one JSON line per run.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def one_run(job: tuple[str, float, int, int, int, list[str]]) -> dict:
     t0 = time.perf_counter()
     records = run_federation(load_config(None, over)).rounds
     return {"algorithm": name, "lr": lr, "epochs": epochs, "seed": seed, "rounds": rounds,
-            "curve": [r.accuracy for r in records],
+            "extra": extra, "curve": [r.accuracy for r in records],
             "rejected": sum(len(r.rejected) for r in records),
             "steps": max(c.steps for c in records[0].clients),
             "seconds": time.perf_counter() - t0}
@@ -57,16 +58,20 @@ def reached(curve: list[float], target: float) -> int | None:
 
 
 def table(runs: list[dict], targets: list[float]) -> str:
-    """Per (local epochs, lr, algorithm): rounds to each target per seed, best and final
-    accuracy (%)."""
-    head = ("| epochs | lr | algorithm | "
+    """Per (overrides, local epochs, lr, algorithm): rounds to each target per seed, best
+    and final accuracy (%)."""
+    head = ("| overrides | epochs | lr | algorithm | "
             + " | ".join(f"rounds to {t:.0%} (per seed)" for t in targets)
             + " | best | final | runs with rejected updates |")
-    lines = [head, "|" + " --- |" * (6 + len(targets))]
-    for epochs, lr in sorted({(r["epochs"], r["lr"]) for r in runs}):
+    lines = [head, "|" + " --- |" * (7 + len(targets))]
+
+    def key(r: dict) -> tuple:
+        return " ".join(r.get("extra", [])), r["epochs"], r["lr"]
+
+    for extra, epochs, lr in sorted({key(r) for r in runs}):
         for name in ("fedavg", "scaffold"):
-            mine = sorted((r for r in runs if (r["epochs"], r["lr"], r["algorithm"]) ==
-                           (epochs, lr, name)), key=lambda r: r["seed"])
+            mine = sorted((r for r in runs if key(r) == (extra, epochs, lr) and
+                           r["algorithm"] == name), key=lambda r: r["seed"])
             if not mine:
                 continue
             cells = [" / ".join(str(reached(r["curve"], t) or "–") for r in mine)
@@ -75,7 +80,7 @@ def table(runs: list[dict], targets: list[float]) -> str:
                           for r in mine])
             final = _cell([r["curve"][-1] for r in mine])
             bad = sum(r["rejected"] > 0 for r in mine)
-            lines.append(f"| {epochs} | {lr} | {name} | " + " | ".join(cells) +
+            lines.append(f"| {extra or '–'} | {epochs} | {lr} | {name} | " + " | ".join(cells) +
                          f" | {best} | {final} | {bad} of {len(mine)} |")
     return "\n".join(lines)
 
