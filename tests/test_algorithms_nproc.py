@@ -7,12 +7,14 @@ on 2 processes continues the one-process run."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,9 +25,10 @@ from fedcluster import load_config, run_federation
 from fedcluster.build import build
 from fedcluster.callbacks import default_callbacks
 from fedcluster.callbacks.base import CallbackList
-from fedcluster.checkpoint import load_checkpoint
+from fedcluster.checkpoint import CHECKPOINT, load_checkpoint
 from fedcluster.dist.engine import DistributedEngine, split_by_load
-from fedcluster.loop import initial_state
+from fedcluster.fl.state import new_state
+from fedcluster.loop import _final_save, initial_state
 from fedcluster.profiling import Profiler
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -191,3 +194,20 @@ def test_a_checkpoint_gathers_the_ranks_rows_in_chunks_into_the_whole_store():
     comm.rank = engine.rank = 1  # the other ranks only send
     comm.calls = 0
     assert engine.gather_rows(whole[torch.from_numpy(held[1])], held[1], "x") is None
+
+
+def test_after_a_failure_split_client_state_is_not_checkpointed_by_halves(tmp_path, caplog):
+    """The emergency checkpoint (after an error or a signal) cannot gather the ranks' rows:
+    with client state split over processes it is skipped, leaving the last regular one;
+    without, it is written."""
+    state = new_state(torch.zeros(3), 4)
+    state = dataclasses.replace(state, round=2, clients={"personal": torch.ones(2, 3)})
+    split = SimpleNamespace(rounds=SimpleNamespace(held=lambda: np.array([0, 2])),
+                            writes=True, context=SimpleNamespace(run_dir=tmp_path))
+    _final_save(split, state)
+    assert not (tmp_path / CHECKPOINT).exists()
+    assert "not checkpointing round 2" in caplog.text
+    whole = SimpleNamespace(rounds=SimpleNamespace(held=lambda: None), writes=True,
+                            context=SimpleNamespace(run_dir=tmp_path))
+    _final_save(whole, state)
+    assert load_checkpoint(tmp_path).round == 2
