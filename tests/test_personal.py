@@ -115,7 +115,7 @@ def test_ditto_personal_steps_by_hand_on_a_linear_model():
     np.testing.assert_allclose(state.clients[KEY][2].numpy(),
                                np.concatenate([W.flatten(), b]), rtol=1e-12, atol=1e-14)
     assert torch.equal(state.clients[KEY][:2], w.expand(2, -1))
-    assert dict(ditto.personal(state, 1, engine, [2]))[2] is not None
+    assert torch.equal(ditto.personal(state, 1, engine, [2])(2), state.clients[KEY][2])
 
 
 def test_frozen_parameters_keep_their_start_values_exactly():
@@ -227,3 +227,22 @@ def test_the_algorithm_sections_checks():
                       model)
     with pytest.raises(ConfigError, match="no BatchNorm"):
         local_entries(load_config(None, ["algorithm.name=fedbn"]), model)
+
+
+def test_batched_personal_evaluation_equals_one_client_at_a_time():
+    """engine.evaluate_own (one call for every client, each with its own vector) gives each
+    client exactly what evaluate_clients(its vector, [it]) gives, on one worker or two."""
+    for workers in (1, 2):
+        cfg = load_config(None, [*RUN, "run.engine=sequential", f"run.workers={workers}"])
+        ctx, engine = prepare(cfg)
+        g = torch.Generator().manual_seed(workers)
+        base = ctx.model.vector()
+        own = {c: base + 0.3 * torch.randn(base.shape, generator=g) for c in range(6)}
+        clients = [4, 0, 5, 2]
+        asked: list[int] = []
+        batched = engine.evaluate_own(clients, lambda c, a=asked, o=own: a.append(c) or o[c])
+        single = [engine.evaluate_clients(own[c], [c])[0] for c in clients]
+        assert batched == single and sorted(asked) == sorted(clients)
+        assert len({s.correct for s in batched}) > 1 and all(s.n for s in batched)
+        vm = VmapEngine(ctx.federation, ctx.model, cfg.client, cfg.seed)
+        assert vm.evaluate_own(clients, own.__getitem__) == single

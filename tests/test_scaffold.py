@@ -15,7 +15,7 @@ from fedcluster.checkpoint import load_checkpoint, save_checkpoint
 from fedcluster.config import ConfigError
 from fedcluster.engines import VmapEngine
 from fedcluster.fl.client import Update, local_train
-from fedcluster.fl.client_state import client_store, rows, write
+from fedcluster.fl.client_state import client_store, here, keep_held, rows, write
 from fedcluster.fl.flat import FlatModel
 from fedcluster.fl.scaffold import KEY, Scaffold
 from fedcluster.fl.server import RoundUpdates
@@ -151,3 +151,86 @@ def test_scaffold_is_checked_at_load():
         load_config(None, [*SGD, "client.momentum=0.9"])
     with pytest.raises(ConfigError, match='data.partition = "local"'):
         load_config(None, [*SGD, "data.partition=local"])
+
+
+def test_scaffold_removes_the_client_drift_that_biases_fedavg():
+    """Two clients, f_i(y) = 1/2 (y - a_i)' H_i (y - a_i) with different diagonal curvatures
+    H_i, K = 20 full-gradient local steps. FedAvg's fixed point is, per coordinate,
+    sum (1 - q_i) a_i / sum (1 - q_i) with q_i = (1 - lr h_i)^K: not the optimum
+    sum h_i a_i / sum h_i of f_1 + f_2 (client drift). SCAFFOLD's is the optimum."""
+    h = torch.tensor([[1.0, 10.0], [10.0, 1.0]], dtype=torch.float64)
+    a = torch.tensor([[0.0, 2.0], [1.0, -1.0]], dtype=torch.float64)
+    lr, K, clients = 0.05, 20, np.array([0, 1])
+    optimum = (h * a).sum(0) / h.sum(0)
+    q = (1 - lr * h) ** K
+    biased = ((1 - q) * a).sum(0) / (1 - q).sum(0)
+    assert (biased - optimum).abs().max() > 0.25  # the drift is large here
+
+    def deltas(x: torch.Tensor, corr: torch.Tensor) -> torch.Tensor:
+        y = x.expand(2, 2).clone()
+        for _ in range(K):  # y <- y - lr (grad f_i(y) - c_i + c)
+            y -= lr * (h * (y - a) + corr)
+        return y - x
+
+    scaffold = Scaffold(np.array([7, 7]), params=2, lr=lr)
+    state = new_state(torch.zeros(2, dtype=torch.float64), 2)
+    state.assignment[:] = 0
+    plain = state.models[0].clone()
+    for _ in range(300):
+        state, corr = scaffold.corrections(state, clients, np.zeros(2, dtype=np.int64))
+        d = deltas(state.models[0], corr)
+        updates = RoundUpdates.of([Update(i, d[i], 7, 0.0, K) for i in clients])
+        state = dataclasses.replace(state, models=state.models + d.mean(0))  # server.lr = 1
+        state = scaffold.update(state, updates, np.zeros(2, dtype=np.int64))
+        plain = plain + deltas(plain, torch.zeros(2, 2, dtype=torch.float64)).mean(0)
+    torch.testing.assert_close(plain, biased, rtol=0, atol=1e-10)  # FedAvg: the biased point
+    torch.testing.assert_close(state.models[0], optimum, rtol=0, atol=1e-10)  # SCAFFOLD: optimum
+    # at the optimum each c_i is client i's gradient there, and c their mean
+    grads = h * (optimum - a)
+    torch.testing.assert_close(state.clients[KEY], grads, rtol=0, atol=1e-9)
+    torch.testing.assert_close(state.server_opt[KEY][0], grads.mean(0), rtol=0, atol=1e-9)
+
+
+def test_a_process_holds_and_serves_only_its_clients_rows(tmp_path):
+    """A store made for the clients held here has their rows only; reading or writing
+    another process's client is refused; a whole store (a checkpoint's) keeps the held
+    rows; SCAFFOLD's corrections for clients held elsewhere are c_k alone."""
+    held = np.array([1, 3, 4])
+    state = new_state(torch.zeros(2), 5)
+    state, store = client_store(state, "s", 5, 2, state.models[0], held=held)
+    assert store.shape == (3, 2)
+    write(store, [4, 1], torch.tensor([[4.0, 4], [1, 1]]), held)
+    assert rows(store, [1, 4, 3], held).tolist() == [[1, 1], [4, 4], [0, 0]]
+    with pytest.raises(LookupError, match=r"client\(s\) \[0, 2\].*another process"):
+        rows(store, [0, 3, 2], held)
+    with pytest.raises(LookupError, match="another process"):
+        write(store, [2], torch.ones(1, 2), held)
+    whole = dataclasses.replace(state, clients={"s": torch.arange(10.0).view(5, 2)})
+    assert keep_held(whole, held).clients["s"].tolist() == [[2, 3], [6, 7], [8, 9]]
+    assert keep_held(whole, None) is whole
+    assert not here([0, 1], np.array([], dtype=np.int64)).any()  # a rank holding no client
+    scaffold = Scaffold(np.full(5, 10), params=2, lr=0.1, held=held)
+    s = scaffold.prepare(new_state(torch.zeros(2), 5))
+    write(s.clients[KEY], [3], torch.tensor([[1.0, 2.0]]), held)
+    s = dataclasses.replace(s, server_opt={KEY: torch.tensor([[0.5, 0.5]])})
+    _, corr = scaffold.corrections(s, np.array([0, 3]), np.array([0, 0]))
+    assert corr.tolist() == [[0.5, 0.5], [-0.5, -1.5]]
+
+
+def test_the_cluster_variate_is_the_mean_of_all_clients_under_partial_participation():
+    """With one cluster, c = sum_i n_i c_i / sum_i n_i over all N clients, placed or not (the
+    paper's c <- c + |S|/N mean dc_i, size-weighted), round after round while clients join."""
+    sizes = np.array([10, 30, 20, 40])
+    scaffold = Scaffold(sizes, params=2, lr=0.1)
+    state = scaffold.prepare(new_state(torch.zeros(2, dtype=torch.float64), 4))
+    g = torch.Generator().manual_seed(0)
+    for sampled in ([0, 1], [1, 2], [3, 0, 2]):
+        clients = np.array(sampled)
+        updates = RoundUpdates.of([Update(int(i), torch.randn(2, generator=g,
+                                                             dtype=torch.float64), 5, 0.0, 3)
+                                   for i in clients])
+        state.assignment[clients] = 0  # placed by the round's server step, before update
+        state = scaffold.update(state, updates, np.zeros(len(clients), dtype=np.int64))
+        n = torch.from_numpy(sizes).double()
+        mean = (n[:, None] * state.clients[KEY]).sum(0) / n.sum()
+        torch.testing.assert_close(state.server_opt[KEY][0], mean, rtol=1e-12, atol=1e-14)

@@ -27,7 +27,7 @@ from .data.federation import Federation
 from .engines import Engine, make_engine
 from .engines.tuning import plan_threads, use_channels_last
 from .fl.aggregate import Aggregator, LocalAggregator
-from .fl.algorithms import build_hooks
+from .fl.algorithms import CLIENT_STATE, build_hooks
 from .fl.attack import attack_of, flipped
 from .fl.clustering import ModelInit, PointSpace, build_method
 from .fl.flat import FlatModel
@@ -155,12 +155,14 @@ def _fingerprint(cfg: Config) -> int:
 def _distribute(local: Engine, cfg: Config, federation: Federation, model: FlatModel,
                 dist: DistInfo) -> Engine:
     from .dist.collectives import Collectives
-    from .dist.engine import DistributedEngine
+    from .dist.engine import DistributedEngine, split_by_load
 
     n = federation.num_clients
     home = None
     if cfg.data.partition == "local":
         home = np.arange(n) // (n // dist.world_size)
+    elif cfg.algorithm.name in CLIENT_STATE:  # a client's state stays on the rank training it
+        home = split_by_load(federation.train_sizes(), dist.world_size)
     eval_sizes = np.array([len(i) for i in federation.eval_idx])
     engine = DistributedEngine(local, Collectives(dist), federation.train_sizes(), eval_sizes,
                                home)
@@ -211,7 +213,8 @@ def build(cfg: Config, run_dir: Path | None = None, dist: DistInfo | None = None
         server = dataclasses.replace(server, rule=Rule(cfg.server.aggregator, cfg.server.trim,
                                                        cfg.server.byzantine))
     server = dataclasses.replace(server, privacy=Privacy.of(cfg))  # None unless [privacy]
-    hooks = build_hooks(cfg, ctx.model, ctx.federation.train_sizes(), run_dir)
+    held = engine.held() if dist is not None else None  # type: ignore[attr-defined]
+    hooks = build_hooks(cfg, ctx.model, ctx.federation.train_sizes(), run_dir, held)
     rounds = FederatedRounds(cfg, ctx.federation, engine, server, model_init(cfg, ctx), hooks)
     writes = run_dir is not None and (dist is None or dist.is_main)
     return Run(ctx, rounds, aggregator, writes)

@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +32,7 @@ from .data.federation import Federation
 from .engines import Engine
 from .fl.algorithm import Hooks
 from .fl.attack import attack_of
+from .fl.client_state import keep_held
 from .fl.clustering import ModelInit, agreement
 from .fl.evaluate import EvalStats
 from .fl.sampling import sample_clients
@@ -65,6 +66,24 @@ class FederatedRounds:
     def init(self, restart: int = 0) -> RunState:
         models, method_state = self.server.method.init(self.start, restart)
         return new_state(models, self.federation.num_clients, method_state)
+
+    def held(self) -> np.ndarray | None:
+        """The clients whose own state this process holds (None: every client's)."""
+        held = getattr(self.engine, "held", None)
+        return None if held is None else held()
+
+    def whole(self, state: RunState) -> RunState | None:
+        """``state`` with each client store whole, ``[N, D]``, for a checkpoint: gathered
+        from the processes holding its rows (a collective: every process calls it at the
+        same point; None on all but process 0)."""
+        held = self.held()
+        if held is None or not state.clients:
+            return state
+        gather = self.engine.gather_rows  # type: ignore[attr-defined]
+        stores = {k: gather(t, held, f"client state {k!r}") for k, t in state.clients.items()}
+        if any(t is None for t in stores.values()):
+            return None
+        return dataclasses.replace(state, clients=stores)
 
     def score(self, state: RunState) -> float:
         """The training loss: each client's loss under its best model, weighted by its
@@ -115,8 +134,9 @@ class FederatedRounds:
             clusters, total, per_client = _evaluate(engine, state, cfg.run.eval_clients == "all")
             personal = None
             if self.hooks.personalised:  # each client's own model on its own eval set
-                personal = _evaluate_personal(engine, self.hooks.personal(
-                    state, round_, engine, sorted(per_client)))
+                evaluated = sorted(per_client)
+                personal = _evaluate_personal(engine, evaluated, self.hooks.personal(
+                    state, round_, engine, evaluated))
         row = np.cumsum(verdict.keep) - 1  # an accepted update's row in the step's info
         clients = [
             ClientResult(u.client, int(info.clusters[row[j]] if keep else starts[j]),
@@ -193,14 +213,14 @@ def _evaluate(engine: Engine, state: RunState, everyone: bool = False
     return clusters, total, per_client
 
 
-def _evaluate_personal(engine: Engine, models: Iterable[tuple[int, torch.Tensor]]
+def _evaluate_personal(engine: Engine, clients: Sequence[int],
+                       model_of: Callable[[int], torch.Tensor]
                        ) -> tuple[dict[int, float], EvalStats]:
-    """Each client's own model on its own eval set: each accuracy, and the pooled stats."""
-    accuracy, total = {}, EvalStats()
-    for c, vector in models:
-        stats = engine.evaluate_clients(vector, [c])[0]
-        accuracy[c], total = stats.accuracy, total + stats
-    return accuracy, total
+    """Each client's own model on its own eval set, in one batched call (one collective
+    under ``--nproc``): each accuracy, and the pooled stats."""
+    stats = engine.evaluate_own(clients, model_of)
+    return ({c: s.accuracy for c, s in zip(clients, stats, strict=True)},
+            sum(stats, EvalStats()))
 
 
 def _fairness(per_client: dict[int, float]) -> dict[str, float]:
@@ -273,10 +293,14 @@ def _on(state: RunState, device: torch.device) -> RunState:
 
 
 def _save(run: Run, state: RunState, every: int, last: bool) -> None:
+    if not (last or state.round % every == 0):
+        return
+    whole = getattr(run.rounds, "whole", None)
+    full = whole(state) if whole is not None else state  # every process, alike
     run_dir = run.context.run_dir
-    if run.writes and run_dir is not None and (last or state.round % every == 0):
+    if run.writes and run_dir is not None and full is not None:
         with critical():
-            save_checkpoint(run_dir, state)
+            save_checkpoint(run_dir, full)
 
 
 def drive(run: Run, state: RunState, callbacks: Sequence[Callback] = ()) -> RunSummary:
@@ -286,7 +310,8 @@ def drive(run: Run, state: RunState, callbacks: Sequence[Callback] = ()) -> RunS
     finished round's state is checkpointed and ``on_run_end`` still runs."""
     cfg = run.config
     _check_resumable(run, state)
-    state = _on(state, run.context.device)
+    held = getattr(run.rounds, "held", None)
+    state = _on(keep_held(state, held() if held is not None else None), run.context.device)
     ctx = dataclasses.replace(run.context, start_round=state.round)
     cbs = CallbackList(callbacks)
     prof = Profiler(cfg.run.profile, ctx.device)
@@ -346,7 +371,16 @@ def _cause(run: Run, e: BaseException) -> BaseException:
 def _final_save(run: Run, state: RunState) -> None:
     """The checkpoint of the last finished round, after a failure or a stop; a failure
     to write it (the disk may be what failed, or a signal came meanwhile) is logged, not
-    raised over the first."""
+    raised over the first. When the processes hold their clients' state apart, gathering
+    it is a collective the other processes may never join now: the last regular
+    checkpoint stands."""
+    held = getattr(run.rounds, "held", None)
+    if state.clients and held is not None and held() is not None:
+        if run.writes:
+            log.warning("not checkpointing round %d: its client state is spread over the "
+                        "processes; --resume continues from the last regular checkpoint",
+                        state.round)
+        return
     try:
         _save(run, state, 1, True)
     except BaseException:

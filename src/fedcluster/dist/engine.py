@@ -19,7 +19,11 @@ exchange only flat tensors. Per round:
    clients, and the per-client ``[n, correct, top-5, loss]`` rows are all-gathered.
 
 With ``data.partition = "local"`` a client lives on one rank (its site) and is
-trained and evaluated only there.
+trained and evaluated only there. So does a client of an algorithm with per-client
+state (SCAFFOLD, FedDyn, the personalised ones): its home rank, fixed for the run by
+:func:`split_by_load` of all training-set sizes, holds its state (fl/client_state.py),
+evaluates its own model (:meth:`DistributedEngine.evaluate_own`, one all-gather for all
+clients) and hands its rows to rank 0 for a checkpoint (:meth:`~DistributedEngine.gather_rows`).
 """
 
 from __future__ import annotations
@@ -139,17 +143,57 @@ class DistributedEngine:
             slot[q] += 1
         return out
 
-    def evaluate_clients(self, vector: torch.Tensor, clients: Sequence[int]) -> list[EvalStats]:
+    def _stats(self, clients: Sequence[int], what: str,
+               evaluate: Callable[[list[int]], list[EvalStats]]) -> list[EvalStats]:
+        """``evaluate`` on each rank's share of ``clients``; the ``[n, correct, top-5,
+        loss]`` rows all-gathered (one collective)."""
         if len(clients) == 0:
             return []
 
         def rows(mine: list[int]) -> torch.Tensor:
-            stats = self.local.evaluate_clients(vector, mine)
-            return torch.tensor([[s.n, s.correct, s.correct5, s.loss_sum] for s in stats],
-                                dtype=torch.float64)
+            return torch.tensor([[s.n, s.correct, s.correct5, s.loss_sum]
+                                 for s in evaluate(mine)], dtype=torch.float64)
 
-        got = self._per_client(clients, self.eval_sizes, 4, "evaluation", rows)
+        got = self._per_client(clients, self.eval_sizes, 4, what, rows)
         return [EvalStats(int(round(n)), c, c5, loss) for n, c, c5, loss in got.tolist()]
+
+    def evaluate_clients(self, vector: torch.Tensor, clients: Sequence[int]) -> list[EvalStats]:
+        return self._stats(clients, "evaluation",
+                           lambda mine: self.local.evaluate_clients(vector, mine))
+
+    def evaluate_own(self, clients: Sequence[int], model_of: Callable[[int], torch.Tensor]
+                     ) -> list[EvalStats]:
+        """Each client's own model on its own eval set, evaluated on the client's home rank
+        (the one holding its state) when clients have homes: one all-gather a round."""
+        return self._stats(clients, "personal evaluation",
+                           lambda mine: self.local.evaluate_own(mine, model_of))
+
+    def held(self) -> np.ndarray | None:
+        """The clients whose state this rank holds (sorted), when clients have homes."""
+        return None if self.home is None else np.flatnonzero(self.home == self.rank)
+
+    def gather_rows(self, part: torch.Tensor, held: np.ndarray, what: str,
+                    chunk_bytes: int = 1 << 26) -> torch.Tensor | None:
+        """On rank 0 the whole ``[N, D]`` CPU store of which each rank holds ``part``, the
+        rows of its clients ``held`` (None on the other ranks); all-gathered in chunks of
+        about ``chunk_bytes`` a rank, so only rank 0 ever holds more than a chunk of every
+        rank's rows."""
+        homes = self.home
+        assert homes is not None, "clients have no home ranks"
+        counts = np.bincount(homes, minlength=self.world)
+        whole = torch.empty(len(homes), part.shape[1], dtype=part.dtype) if self.rank == 0 \
+            else None
+        step = max(1, chunk_bytes // max(1, part.shape[1] * part.element_size()))
+        where = [np.flatnonzero(homes == q) for q in range(self.world)]
+        for a in range(0, int(counts.max()), step):
+            block = torch.zeros(step, part.shape[1], dtype=part.dtype, device=part.device)
+            mine = part[a:a + step]
+            block[:len(mine)] = mine
+            every = self.comm.all_gather(block, f"gathering {what}").cpu()
+            for q in range(self.world if whole is not None else 0):
+                ids = where[q][a:a + step]
+                whole[torch.from_numpy(ids)] = every[q, :len(ids)]
+        return whole
 
     def evaluate(self, vector: torch.Tensor, clients: Sequence[int]) -> EvalStats:
         return sum(self.evaluate_clients(vector, clients), EvalStats())

@@ -9,7 +9,7 @@ engines (distributed) implement the same :class:`Engine` protocol.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import torch
@@ -39,6 +39,13 @@ class Engine(Protocol):
 
     def evaluate_clients(self, vector: torch.Tensor, clients: Sequence[int]) -> list[EvalStats]:
         """Evaluate ``vector`` on each client's own eval set, one result per client."""
+        ...
+
+    def evaluate_own(self, clients: Sequence[int], model_of: Callable[[int], torch.Tensor]
+                     ) -> list[EvalStats]:
+        """Evaluate each client's own model ``model_of(client)`` on its own eval set, one
+        result per client (personalised evaluation). ``model_of`` is called only for the
+        clients this process evaluates (under ``--nproc``: those whose state it holds)."""
         ...
 
     def client_losses(self, vectors: torch.Tensor, clients: Sequence[int]) -> torch.Tensor:

@@ -195,6 +195,19 @@ class SequentialEngine:
         return self._per_client(vector, self.test_x, self.test_y,
                                 [self.eval_idx[c] for c in clients])
 
+    def evaluate_own(self, clients: Sequence[int], model_of: Callable[[int], torch.Tensor]
+                     ) -> list[EvalStats]:
+        """Each client with its own model on its own eval set (as ``evaluate_clients(
+        model_of(c), [c])`` for each ``c``, the clients spread over the workers)."""
+        def one(r: _Replica, c: int) -> EvalStats:
+            r.model.load(model_of(c))
+            return evaluate_clients(r.model.module, self.test_x, self.test_y,
+                                    [self.eval_idx[c]], self.eval_batch_size,
+                                    self._forward(r))[0]
+
+        clients = list(clients)
+        return list(self._map(one, clients, [len(self.eval_idx[c]) for c in clients]))
+
     def client_losses(self, vectors: torch.Tensor, clients: Sequence[int]) -> torch.Tensor:
         out = torch.empty(len(clients), len(vectors), dtype=torch.float64)
         idx = [self.train_idx[c] for c in clients]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -190,6 +190,10 @@ class VmapEngine:
 
     def evaluate_clients(self, vector: torch.Tensor, clients: Sequence[int]) -> list[EvalStats]:
         return self.data.evaluate_clients(vector, clients)
+
+    def evaluate_own(self, clients: Sequence[int], model_of: Callable[[int], torch.Tensor]
+                     ) -> list[EvalStats]:
+        return self.data.evaluate_own(clients, model_of)
 
     def client_losses(self, vectors: torch.Tensor, clients: Sequence[int]) -> torch.Tensor:
         return self.data.client_losses(vectors, clients)

@@ -14,12 +14,15 @@ and the round calls them at four points:
    evaluation (fl/personal.py).
 
 Every process of a multi-process run calls the hooks alike, with the all-gathered
-updates, so their stores agree on every rank.
+updates, so the per-cluster state agrees on every rank. A client's own state lives only
+on its home process (the one that trains and evaluates it: fl/client_state.py), so a hook
+reads and writes the rows of the clients ``held`` here and hands placeholders (the
+cluster start, zero corrections) for the others, which this process's engine skips.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -76,6 +79,7 @@ class Hooks:
         return state
 
     def personal(self, state: RunState, round_: int, engine: Trainer,
-                 clients: Sequence[int]) -> Iterator[tuple[int, torch.Tensor]]:
-        """Each client's own model (personalised algorithms only)."""
-        return iter(())
+                 clients: Sequence[int]) -> Callable[[int], torch.Tensor]:
+        """Each of ``clients``' own model, by client (personalised algorithms only; called
+        for the clients held here)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no personal models")

@@ -9,8 +9,14 @@ Past ``MMAP_BYTES`` a store lives in a memory-mapped file (``torch.from_file``),
 1,000 clients x a 1M-parameter model (4 GB of float32) takes page cache, not 1,000
 model copies of process memory; below it, an ordinary zero tensor.
 
-Every process of a multi-process run holds the whole store and applies the same writes
-(from the all-gathered updates), so the stores agree on every rank.
+Under ``--nproc`` each client has a home rank (``split_by_load`` of the training-set
+sizes, fixed for the run: dist/engine.py) that trains and evaluates it, and a store holds
+only the rows of the clients ``held`` at home: ``[len(held), D]``, row ``j`` being client
+``held[j]``. :func:`rows` and :func:`write` take client ids and refuse a client held
+elsewhere; :func:`here` tells which clients are. One process holds every client
+(``held = None``: row ``c`` is client ``c``). A checkpoint gathers the rows into the one
+``[N, D]`` tensor (loop.py), so a run resumes on any number of processes; a resumed rank
+keeps its clients' rows (:func:`keep_held`).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import torch
 
 from .state import RunState
 
-__all__ = ["MMAP_BYTES", "client_store", "rows", "write"]
+__all__ = ["MMAP_BYTES", "client_store", "here", "keep_held", "rows", "write"]
 
 MMAP_BYTES = 1 << 30  # a store larger than this is memory-mapped
 
@@ -41,20 +47,24 @@ def _mapped(path: Path, shape: tuple[int, int], dtype: torch.dtype) -> torch.Ten
 
 def client_store(state: RunState, key: str, num_clients: int, dim: int,
                  like: torch.Tensor, directory: Path | None = None,
-                 threshold: int = MMAP_BYTES) -> tuple[RunState, torch.Tensor]:
-    """The store ``key`` of ``state`` (``[num_clients, dim]``, ``like``'s dtype and device),
-    created as zeros when the state has none; returns the state that holds it.
+                 threshold: int = MMAP_BYTES, held: np.ndarray | None = None
+                 ) -> tuple[RunState, torch.Tensor]:
+    """The store ``key`` of ``state`` (a row of ``dim`` for each of ``num_clients``, or for
+    each client ``held`` here; ``like``'s dtype and device), created as zeros when the
+    state has none; returns the state that holds it.
 
     A new CPU store larger than ``threshold`` bytes is memory-mapped, in ``directory``
     (a temporary one by default; the file is unlinked at once and lives as long as the
     tensor does).
     """
+    n = num_clients if held is None else len(held)
     store = state.clients.get(key)
     if store is not None:
-        if store.shape != (num_clients, dim):
+        if store.shape != (n, dim):
             raise ValueError(f"client store {key!r} is {tuple(store.shape)}, expected "
-                             f"{(num_clients, dim)}")
+                             f"{(n, dim)}")
         return state, store
+    num_clients = n
     nbytes = num_clients * dim * like.element_size()
     if nbytes > threshold and like.device.type == "cpu":
         where = Path(directory or tempfile.gettempdir())
@@ -73,13 +83,48 @@ def _with(state: RunState, key: str, store: torch.Tensor) -> RunState:
     return dataclasses.replace(state, clients={**state.clients, key: store})
 
 
-def rows(store: torch.Tensor, clients: np.ndarray | list[int]) -> torch.Tensor:
-    """The rows of ``clients``, a new ``[m, D]`` tensor."""
-    index = torch.as_tensor(np.asarray(clients, dtype=np.int64), device=store.device)
-    return store.index_select(0, index)
+def here(clients: np.ndarray | list[int], held: np.ndarray | None) -> np.ndarray:
+    """``[m]`` bool: which of ``clients`` have their state in this process."""
+    ids = np.asarray(clients, dtype=np.int64)
+    if held is None:
+        return np.ones(len(ids), dtype=bool)
+    if not len(held):  # a process with more ranks than clients may hold none
+        return np.zeros(len(ids), dtype=bool)
+    pos = np.searchsorted(held, ids)
+    return (pos < len(held)) & (held[np.minimum(pos, len(held) - 1)] == ids)
 
 
-def write(store: torch.Tensor, clients: np.ndarray | list[int], values: torch.Tensor) -> None:
-    """Set the rows of ``clients`` to ``values`` (``[m, D]``) in place."""
-    index = torch.as_tensor(np.asarray(clients, dtype=np.int64), device=store.device)
-    store.index_copy_(0, index, values.to(store.dtype))
+def _index(store: torch.Tensor, clients: np.ndarray | list[int],
+           held: np.ndarray | None) -> torch.Tensor:
+    ids = np.asarray(clients, dtype=np.int64)
+    if held is not None:
+        ok = here(ids, held)
+        if not ok.all():
+            raise LookupError(f"client(s) {ids[~ok][:5].tolist()} have their state on another "
+                              "process (each process holds only the clients it trains)")
+        ids = np.searchsorted(held, ids)
+    return torch.as_tensor(ids, device=store.device)
+
+
+def rows(store: torch.Tensor, clients: np.ndarray | list[int],
+         held: np.ndarray | None = None) -> torch.Tensor:
+    """The rows of ``clients`` (all held here), a new ``[m, D]`` tensor."""
+    return store.index_select(0, _index(store, clients, held))
+
+
+def write(store: torch.Tensor, clients: np.ndarray | list[int], values: torch.Tensor,
+          held: np.ndarray | None = None) -> None:
+    """Set the rows of ``clients`` (all held here) to ``values`` (``[m, D]``) in place."""
+    store.index_copy_(0, _index(store, clients, held), values.to(store.dtype))
+
+
+def keep_held(state: RunState, held: np.ndarray | None) -> RunState:
+    """``state`` with only the rows of the clients ``held`` here in each of its whole
+    ``[N, D]`` stores (a checkpoint's, on one of several processes)."""
+    if held is None:
+        return state
+    n = state.assignment.size
+    index = torch.from_numpy(held)
+    return dataclasses.replace(state, clients={
+        k: t.index_select(0, index.to(t.device)) if t.shape[0] == n else t
+        for k, t in state.clients.items()})

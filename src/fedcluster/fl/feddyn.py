@@ -23,6 +23,8 @@ the mean unweighted, as in the paper (the round hands the server unit weights). 
 parameters carry ``g`` and ``h`` (the ``P`` leading entries of a model vector); a
 cluster without accepted clients keeps its model and ``h_k``. The server step itself
 must be the plain mean (``server.optimizer = "fedavg"``, ``server.lr = 1``: config.py).
+Under ``--nproc`` a process holds the ``g_i`` of the clients it trains only; ``h_k``
+comes from the gathered updates, alike on every process.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import numpy as np
 import torch
 
 from .algorithm import Hooks, Jobs, Start, Trainer
-from .client_state import client_store, rows, write
+from .client_state import client_store, here, rows, write
 from .server import RoundUpdates
 from .state import RunState
 
@@ -70,11 +72,13 @@ class FedDyn(Hooks):
     params: int
     alpha: float
     directory: Path | None = None  # where a memory-mapped store's file is made
+    held: np.ndarray | None = None  # the clients whose g_i this process holds (None: all)
 
     def prepare(self, state: RunState) -> RunState:
         """``state`` with the client store and the clusters' ``h`` (zeros when new)."""
         like = state.models[0, :self.params]
-        state, _ = client_store(state, KEY, self.num_clients, self.params, like, self.directory)
+        state, _ = client_store(state, KEY, self.num_clients, self.params, like,
+                                self.directory, held=self.held)
         if KEY not in state.server_opt:
             zeros = torch.zeros(state.k, self.params, dtype=like.dtype, device=like.device)
             state = dataclasses.replace(state, server_opt={**state.server_opt, KEY: zeros})
@@ -84,7 +88,10 @@ class FedDyn(Hooks):
               starts: np.ndarray) -> Start:
         state = self.prepare(state)
         clients = np.array([c for c, _ in jobs], dtype=np.int64)
-        return Start(state, jobs, -rows(state.clients[KEY], clients))
+        store, mine = state.clients[KEY], here(clients, self.held)
+        g = torch.zeros(len(clients), self.params, dtype=store.dtype, device=store.device)
+        g[torch.from_numpy(mine).to(g.device)] = rows(store, clients[mine], self.held)
+        return Start(state, jobs, -g)  # zeros for clients trained by another process
 
     def before_step(self, state: RunState, round_: int, engine: Trainer, kept: RoundUpdates,
                     begins: Sequence[torch.Tensor]) -> tuple[RunState, RoundUpdates]:
@@ -99,7 +106,11 @@ class FedDyn(Hooks):
             return state
         store, h = state.clients[KEY], state.server_opt[KEY]
         deltas = kept.deltas[:, :self.params].to(h.dtype)
-        write(store, clients, client_gradient(rows(store, clients), deltas, self.alpha))
+        mine = here(clients, self.held)
+        ids = clients[mine]
+        write(store, ids, client_gradient(rows(store, ids, self.held),
+                                          deltas[torch.from_numpy(mine).to(h.device)],
+                                          self.alpha), self.held)
         label_t = torch.as_tensor(labels, device=h.device)
         delta_sum = torch.zeros_like(h).index_add_(0, label_t, deltas)
         m = np.bincount(state.assignment[state.assignment >= 0], minlength=state.k)

@@ -22,12 +22,15 @@
   is evaluated (nothing is stored).
 
 A client's own entries of a model vector are kept as one flat row of the store; a
-client seen for the first time starts from the first initial model's entries.
+client seen for the first time starts from the first initial model's entries. Under
+``--nproc`` a process holds (reads, writes, evaluates) only the rows of the clients it
+trains; other clients' jobs keep their cluster start (placeholders: the engine trains
+each client on its home process only).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +41,7 @@ from torch import nn
 from ..config import Config, ConfigError
 from .algorithm import Hooks, Jobs, Start, Trainer
 from .client import LocalRule
-from .client_state import client_store, rows, write
+from .client_state import client_store, here, rows, write
 from .flat import FlatModel
 from .server import RoundUpdates
 from .state import RunState, start_cluster
@@ -88,11 +91,13 @@ def local_entries(cfg: Config, model: FlatModel) -> torch.Tensor:
 
 
 def _own_store(state: RunState, num_clients: int, index: torch.Tensor,
-               directory: Path | None) -> tuple[RunState, torch.Tensor]:
+               directory: Path | None, held: np.ndarray | None
+               ) -> tuple[RunState, torch.Tensor]:
     """The store of each client's own entries ``index``, made from the first model's."""
     fresh = KEY not in state.clients
     like = state.models[0]
-    state, store = client_store(state, KEY, num_clients, len(index), like, directory)
+    state, store = client_store(state, KEY, num_clients, len(index), like, directory,
+                                held=held)
     if fresh:
         store.copy_(like[index].expand_as(store))
     return state, store
@@ -108,6 +113,7 @@ class LocalParts(Hooks):
     params: int  # the parameters' leading entries of a model vector
     head_epochs: int | None = None
     directory: Path | None = None
+    held: np.ndarray | None = None  # the clients whose entries this process holds (None: all)
     personalised = True
 
     @property
@@ -121,16 +127,19 @@ class LocalParts(Hooks):
 
     def _with_own(self, store: torch.Tensor, jobs: Iterable[tuple[int, torch.Tensor]]
                   ) -> Iterator[tuple[int, torch.Tensor]]:
-        """Each job's start vector with the client's own entries (one new vector at a time)."""
+        """Each job's start vector with the client's own entries (one new vector at a time;
+        a client held by another process keeps its start)."""
         index = self.index.to(store.device)
         for c, start in jobs:
-            start = start.clone()
-            start[index] = store[c].to(start.dtype)
+            if here([c], self.held)[0]:
+                start = start.clone()
+                start[index] = rows(store, [c], self.held)[0].to(start.dtype)
             yield c, start
 
     def start(self, state: RunState, round_: int, engine: Trainer, jobs: Jobs,
               starts: np.ndarray) -> Start:
-        state, store = _own_store(state, self.num_clients, self.index, self.directory)
+        state, store = _own_store(state, self.num_clients, self.index, self.directory,
+                                  self.held)
         jobs = list(self._with_own(store, jobs))
         if self.head_epochs is None:
             return Start(state, jobs)
@@ -151,16 +160,22 @@ class LocalParts(Hooks):
             return state, kept
         store = state.clients[KEY]
         index = self.index.to(kept.deltas.device)
-        ends = torch.stack([b[index] for b in begins]) + kept.deltas[:, index]
-        write(store, kept.clients, ends)
+        mine = np.flatnonzero(here(kept.clients, self.held))
+        if len(mine):
+            ends = torch.stack([begins[j][index] for j in mine]) + kept.deltas[mine][:, index]
+            write(store, kept.clients[mine], ends, self.held)
         kept.deltas[:, index] = 0
         return state, kept
 
     def personal(self, state: RunState, round_: int, engine: Trainer,
-                 clients: Sequence[int]) -> Iterator[tuple[int, torch.Tensor]]:
-        state, store = _own_store(state, self.num_clients, self.index, self.directory)
-        jobs = ((c, state.models[start_cluster(state, c)]) for c in clients)
-        return self._with_own(store, jobs)
+                 clients: Sequence[int]) -> Callable[[int], torch.Tensor]:
+        state, store = _own_store(state, self.num_clients, self.index, self.directory,
+                                  self.held)
+
+        def model_of(c: int) -> torch.Tensor:
+            return next(self._with_own(store, [(c, state.models[start_cluster(state, c)])]))[1]
+
+        return model_of
 
 
 @dataclass(frozen=True)
@@ -171,11 +186,12 @@ class Ditto(Hooks):
     params: int  # the parameters' leading entries of a model vector
     lam: float
     directory: Path | None = None
+    held: np.ndarray | None = None  # the clients whose v this process holds (None: all)
     personalised = True
 
     def _store(self, state: RunState) -> tuple[RunState, torch.Tensor]:
         index = torch.arange(state.models.shape[1], device=state.models.device)
-        return _own_store(state, self.num_clients, index, self.directory)
+        return _own_store(state, self.num_clients, index, self.directory, self.held)
 
     def start(self, state: RunState, round_: int, engine: Trainer, jobs: Jobs,
               starts: np.ndarray) -> Start:
@@ -190,22 +206,25 @@ class Ditto(Hooks):
             return state, kept
         state, store = self._store(state)
         clients = kept.clients
-        v = rows(store, clients)
-        w = torch.stack(list(begins)).to(v.dtype)
+        w = torch.stack(list(begins)).to(store.dtype)
+        mine = here(clients, self.held)
+        mine_t = torch.from_numpy(mine).to(w.device)
+        v = w.clone()  # a client held by another process: a placeholder it does not train
+        v[mine_t] = rows(store, clients[mine], self.held)
         p = self.params
         corrections = self.lam * (v[:, :p] - w[:, :p])
         jobs = [(int(c), v[j]) for j, c in enumerate(clients)]
         rule = LocalRule(mu=self.lam, stream=PERSONAL_STREAM)
         for j, u in enumerate(engine.train(round_, jobs, corrections, rule)):
-            if u.error is None and bool(torch.isfinite(u.delta).all()):
+            if mine[j] and u.error is None and bool(torch.isfinite(u.delta).all()):
                 v[j] += u.delta
-        write(store, clients, v)
+        write(store, clients[mine], v[mine_t], self.held)
         return state, kept
 
     def personal(self, state: RunState, round_: int, engine: Trainer,
-                 clients: Sequence[int]) -> Iterator[tuple[int, torch.Tensor]]:
+                 clients: Sequence[int]) -> Callable[[int], torch.Tensor]:
         state, store = self._store(state)
-        return ((c, store[c]) for c in clients)
+        return lambda c: rows(store, [c], self.held)[0]
 
 
 @dataclass(frozen=True)
@@ -216,9 +235,11 @@ class Finetune(Hooks):
     personalised = True
 
     def personal(self, state: RunState, round_: int, engine: Trainer,
-                 clients: Sequence[int]) -> Iterator[tuple[int, torch.Tensor]]:
+                 clients: Sequence[int]) -> Callable[[int], torch.Tensor]:
         jobs = [(c, state.models[start_cluster(state, c)]) for c in clients]
         rule = LocalRule(epochs=self.epochs, stream=FINETUNE_STREAM)
+        models = {}
         for (c, start), u in zip(jobs, engine.train(round_, jobs, None, rule), strict=True):
             ok = u.error is None and bool(torch.isfinite(u.delta).all())
-            yield c, start + u.delta if ok else start
+            models[c] = start + u.delta if ok else start
+        return models.__getitem__
