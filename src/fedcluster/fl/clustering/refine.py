@@ -5,8 +5,9 @@ Two published rules, each used where it is reliable. Updates from one shared mod
 comparable across clients, so the k cluster models are created by clustering them
 (KMeans, as in the one-shot FL+HC of Briggs, Fan & Andras, IJCNN 2020). For the first
 ``warmup_rounds`` the models are held still (no model step) and each sampled client's
-update from the initial model is kept as its signature (signature.py: centred, scaled,
-averaged over the rounds it was sampled in); the next round's clients train from that
+update from the initial model is kept as its signature (signature.py: per weight
+matrix, the direction shared by every client's rows projected out and each row scaled
+to unit norm; averaged over the rounds it was sampled in); the next round's clients train from that
 model too, and KMeans of every signature gathered creates the k models. With partial
 participation the clustering so sees every client sampled in any of those rounds, not
 only one round's (with half of the clients per round and 2 such rounds, 7/8 of them),
@@ -15,18 +16,22 @@ between are not comparable (measured: clients whose single-round clusterings wer
 were clustered at ARI 0.48 from FedAvg-warm-up signatures). From then on clients start
 from different models and the distance between their weights says mostly which model
 they started from (a re-clustering finds the current partition again and never repairs
-an early mistake); instead, each round every sampled client evaluates every cluster model on its own
-training data and trains the one with the lowest loss: the assignment rule of IFCA
-(Ghosh, Chung, Yin & Ramchandran, NeurIPS 2020), here started from models that the
-clustering has already pulled apart, which is what IFCA's random initialisations lack.
-A client placed wrongly by the clustering moves as soon as its own group's model fits
-it better; a client first sampled later joins the model that fits it best.
+an early mistake); instead, each round every sampled client evaluates every cluster
+model on its own training data and trains the one with the lowest loss: the assignment
+rule of IFCA (Ghosh, Chung, Yin & Ramchandran, NeurIPS 2020), here started from models
+that the clustering has already pulled apart, which is what IFCA's random
+initialisations lack. A client first sampled later joins the model that fits it best;
+a client the clustering placed moves only to a model whose loss is clearly lower
+(``MOVE_MARGIN``): it moves when it was misplaced (another group's rotation or label
+permutation fits it far worse than its own group's model), not when another cluster's
+label mix merely suits it a little better.
 
 With ``k = "auto"`` the clustering takes the k with the best silhouette
 (diagnostics.py). The state holds, until the clustering, the signatures and how many
 rounds each averages (``signatures``, ``counts``); then ``clustered``, the clients
 placed, and ``pending``: the cluster of each client the clustering placed from an earlier
-round's signature, until it is next sampled.
+round's signature, until it is next sampled, and ``signed``, the clients the
+clustering placed.
 """
 
 from __future__ import annotations
