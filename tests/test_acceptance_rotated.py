@@ -58,7 +58,7 @@ PERMUTED = ("data.shift=permute-labels", "data.replicate=false")
 
 
 @pytest.mark.parametrize("half", [False, True], ids=["all", "half"])
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("seed", SEEDS[:2])  # 10 seeds each: benchmarks/RESULTS.md
 def test_refine_recovers_permuted_groups_of_100_small_clients(seed, half):
     """About 14 images per client: the flat updates' signatures clustered at ARI 0.00."""
     r = final(seed, *PERMUTED, "data.num_clients=100", "rounds=20",
@@ -67,7 +67,7 @@ def test_refine_recovers_permuted_groups_of_100_small_clients(seed, half):
 
 
 @pytest.mark.parametrize("shift", ["rotate", "permute"])
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("seed", SEEDS[:2])
 def test_auto_k_finds_the_four_groups(seed, shift):
     """The silhouette of the flat signatures chose 5 on permuted digits."""
     extra = PERMUTED if shift == "permute" else ()
