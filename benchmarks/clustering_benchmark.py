@@ -10,11 +10,14 @@ README's table. The README's table::
     PYTHONPATH=src python benchmarks/clustering_benchmark.py --seeds 0 1 2 3 4 5 6 7 8 9 \\
         --federations permuted-half permuted rotated-half rotated --methods refine \\
         --set rounds=20 --jobs 2 --markdown
-    PYTHONPATH=src python benchmarks/clustering_benchmark.py --seeds 0 1 \\
-        --federations rotated-dirichlet-half permuted-dirichlet-half rotated-100-half \\
-        permuted-100-half rotated-100 permuted-100 --methods refine --set rounds=20 --markdown
-    PYTHONPATH=src python benchmarks/clustering_benchmark.py --seeds 0 1 \\
-        --federations rotated-half permuted --methods refine-auto --set rounds=20 --markdown
+    PYTHONPATH=src python benchmarks/clustering_benchmark.py --seeds 0 1 2 3 4 5 6 7 8 9 \\
+        --federations permuted-100 permuted-100-half rotated-100 --methods refine \\
+        --set rounds=20 --markdown
+    PYTHONPATH=src python benchmarks/clustering_benchmark.py --seeds 0 1 2 3 4 5 6 7 8 9 \\
+        --federations permuted rotated --methods refine-auto --set rounds=20 --markdown
+    PYTHONPATH=src python benchmarks/clustering_benchmark.py --seeds 0 1 2 3 4 \\
+        --federations rotated-dirichlet-half permuted-dirichlet-half --methods refine \\
+        --set rounds=20 --markdown
 
 (the ``fedavg`` rows: ``--methods fedavg`` on the first command's federations and seeds).
 Runs use ``run.threads=1``; ``--jobs N`` runs N at a time (separate processes).

@@ -12,8 +12,16 @@ from _server import Stepper
 
 from fedcluster.config import ClusterConfig, load_config
 from fedcluster.fl.client import Update
-from fedcluster.fl.clustering import PointSpace, Refine, agreement, build_method
+from fedcluster.fl.clustering import (
+    PointSpace,
+    Refine,
+    agreement,
+    build_method,
+    kmeans_labels,
+    weight_layers,
+)
 from fedcluster.fl.clustering.signature import accumulate, round_signatures, stacked
+from fedcluster.fl.flat import FlatModel
 from fedcluster.loop import run_federation
 
 torch.set_num_threads(1)
@@ -76,6 +84,58 @@ def test_round_signatures_are_centred_scaled_and_sketched_when_long():
     np.testing.assert_allclose((rows ** 2).sum(1).mean(), 1.0, rtol=1e-12)
     assert round_signatures(deltas, dim=8, seed=0).shape == (5, 8)
     assert (round_signatures(torch.ones(3, 4), dim=8, seed=0) == 0).all()  # no spread
+
+
+def layered_updates(seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """40 clients' updates of a layer ``y = W h + b`` (W 10 x 30 at offset 0, b at 300):
+    row i of a client's W update is ``n_i h_bar`` (``n_i`` its random count of label i,
+    ``h_bar`` the mean input, long) plus its group's pattern (short); b's is ``-n``."""
+    g = torch.Generator().manual_seed(seed)
+    truth = np.repeat(np.arange(4), 10)
+    h_bar = 10.0 * torch.ones(30, dtype=torch.float64)
+    patterns = torch.randn(4, 10, 30, generator=g, dtype=torch.float64)
+    counts = torch.randint(0, 6, (40, 10), generator=g).double()
+    w = counts[:, :, None] * h_bar + 0.5 * patterns[truth]
+    w += 0.05 * torch.randn(40, 10, 30, generator=g, dtype=torch.float64)
+    return torch.cat([w.reshape(40, -1), -counts], dim=1), truth
+
+
+def test_signatures_see_the_groups_behind_the_shared_input_direction():
+    """The label counts times the mean input hide the groups from the flat update (the
+    old signature); per matrix, with that direction projected out, they are plain."""
+    deltas, truth = layered_updates()
+    layers = [(0, 10, 30)]
+    flat = round_signatures(deltas, dim=4096, seed=0)
+    rows = round_signatures(deltas, dim=4096, seed=0, layers=layers)
+    assert agreement(truth, kmeans_labels(flat, 4, seed=0, n_init=20))[0] < 0.5
+    assert agreement(truth, kmeans_labels(rows, 4, seed=0, n_init=20))[0] == 1.0
+    assert rows.shape == (40, 300)  # the bias is left out
+    bias_free = deltas.clone()
+    bias_free[:, 300:] = 0.0
+    np.testing.assert_allclose(round_signatures(bias_free, 4096, 0, layers), rows, atol=1e-12)
+    sketched = round_signatures(deltas, dim=64, seed=0, layers=layers)
+    assert sketched.shape == (40, 64)
+    assert agreement(truth, kmeans_labels(sketched, 4, seed=0, n_init=20))[0] == 1.0
+
+
+def test_weight_layers_are_the_matrices_of_a_flat_model():
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3),
+                              torch.nn.Flatten(), torch.nn.Linear(12, 5))
+    flat = FlatModel(net)
+    offsets = {s.name: s.offset for s in flat.slots}
+    assert weight_layers(flat.slots) == [(offsets["0.weight"], 3, 18),
+                                         (offsets["3.weight"], 5, 12)]
+
+
+def test_a_clustered_client_moves_only_to_a_clearly_better_model():
+    """Clients 0 and 1 were placed by the clustering, client 2 by loss: 0 keeps its
+    cluster against a model 10 % better, 1 moves to one 50 % better, 2 follows the loss."""
+    method = Refine(ClusterConfig(method="refine", k=2))
+    state = {"clustered": [0, 1, 2], "signed": [0, 1], "pending": {}}
+    table = torch.tensor([[1.0, 0.9], [1.0, 0.5], [1.0, 0.9]])
+    chosen, _ = method.assign(5, np.arange(3), np.zeros(3, dtype=np.int64),
+                              lambda c: table[torch.as_tensor(c)], state)
+    assert chosen.tolist() == [0, 1, 1]
 
 
 def test_accumulate_averages_each_clients_rounds():

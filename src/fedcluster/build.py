@@ -29,7 +29,7 @@ from .engines.tuning import plan_threads, use_channels_last
 from .fl.aggregate import Aggregator, LocalAggregator
 from .fl.algorithms import CLIENT_STATE, build_hooks
 from .fl.attack import attack_of, flipped
-from .fl.clustering import ModelInit, PointSpace, build_method
+from .fl.clustering import ModelInit, PointSpace, build_method, weight_layers
 from .fl.flat import FlatModel
 from .fl.privacy import Privacy
 from .fl.robust import Rule
@@ -181,7 +181,8 @@ def model_init(cfg: Config, ctx: RunContext) -> ModelInit:
     def fresh(seed: int) -> torch.Tensor:
         return FlatModel(build_model(spec, cfg.model, seed).to(ctx.device), layout).vector()
 
-    return ModelInit(ctx.model.vector(), fresh, cfg.seed)
+    layers = tuple(weight_layers(ctx.model.slots))  # refine's signatures, per matrix
+    return ModelInit(ctx.model.vector(), fresh, cfg.seed, layers)
 
 
 def build(cfg: Config, run_dir: Path | None = None, dist: DistInfo | None = None) -> Run:

@@ -25,6 +25,7 @@ from .ifca import IFCA, ifca_assign
 from .kmeans import kmeans_labels
 from .match import match_clusters
 from .refine import Refine
+from .signature import weight_layers
 from .sketch import sketch
 
 __all__ = [
@@ -52,5 +53,6 @@ __all__ = [
     "silhouette",
     "sketch",
     "split_criterion",
+    "weight_layers",
     "within_sse",
 ]

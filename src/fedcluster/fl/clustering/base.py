@@ -37,6 +37,7 @@ class ModelInit:
     initial: torch.Tensor  # [D]
     fresh: Callable[[int], torch.Tensor]  # seed -> a new randomly initialised model [D]
     seed: int  # the run's seed
+    layers: tuple[tuple[int, int, int], ...] = ()  # weight matrices: (offset, rows, columns)
 
 
 @dataclass(frozen=True)
