@@ -213,6 +213,11 @@ def test_empty_cluster_keeps_its_model(caplog):
     for c in info.empty:
         assert torch.equal(server.models[c], torch.zeros(3))
     assert "received no clients" in caplog.text
+    caplog.clear()
+    again = server.step([Update(c, same.clone(), 5, 0.0, 1) for c in range(3)], seed=0,
+                        round_=2)
+    assert len(again.empty) == 2  # still empty, and still in the record,
+    assert "received no clients" not in caplog.text  # but said once, not every round
 
 
 def test_unassigned_client_starts_from_largest_cluster():

@@ -184,18 +184,28 @@ class Server:
                                           self.lr, grouping.broadcast)
         if grouping.hold:  # the method gathers updates from these very models
             new_models, server_opt = models, state.server_opt
-        assignment = state.assignment.copy()
+        old_assignment = state.assignment
+        assignment = old_assignment.copy()
         assignment[clients] = labels
         state = dataclasses.replace(
             state, models=new_models, assignment=assignment, server_opt=server_opt, extra=extra,
             method=state.method if grouping.state is None else grouping.state)
         empty = sorted(set(range(state.k)) - {int(c) for c in labels})
-        if empty and self.clustering and not (grouping.broadcast or grouping.hold):
-            log.warning("round %d: cluster(s) %s received no clients; keeping their models",
-                        round_, empty)
+        newly = sorted(set(empty) & (_memberless(assignment, state.k)
+                                     - _memberless(old_assignment, state.k)))
+        if newly and self.clustering and not (grouping.broadcast or grouping.hold):
+            log.warning("round %d: cluster(s) %s received no clients and now hold none; "
+                        "keeping their models", round_, newly)
         if not self.clustering:
             return state, StepInfo(labels, None, None, empty)
         with section("cluster"):
             diag = round_diagnostics(grouping, points, labels, before, assignment, state.k,
                                      view.seed, self.k_max, self.n_init)
         return state, StepInfo(labels, coords, within_sse(points, labels), empty, diag)
+
+
+def _memberless(assignment: np.ndarray, k: int) -> set[int]:
+    """The clusters no client is assigned to; none before any client is (so the first
+    clustering's empty clusters are reported once, and a cluster left empty only once)."""
+    held = {int(c) for c in np.unique(assignment) if c >= 0}
+    return set(range(k)) - held if held else set()
