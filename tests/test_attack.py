@@ -72,11 +72,13 @@ AGGREGATORS = [["server.aggregator=mean"], ["server.aggregator=median"],
                ["server.aggregator=trimmed-mean", "server.trim=0.2"],
                ["server.aggregator=krum", "server.byzantine=2"],
                ["server.aggregator=multi-krum", "server.byzantine=2"],
-               ["server.aggregator=bulyan", "server.byzantine=1"]]
+               ["server.aggregator=bulyan", "server.byzantine=1"],
+               ["server.aggregator=median", "server.byzantine=2", "server.mixing=nnm"]]
 
 
 @pytest.mark.parametrize("k", [1, 2])
-@pytest.mark.parametrize("rule", AGGREGATORS, ids=lambda r: r[0].split("=")[1])
+@pytest.mark.parametrize("rule", AGGREGATORS, ids=lambda r: r[0].split("=")[1] + (
+    "+nnm" if "server.mixing=nnm" in r else ""))
 def test_a_nan_attacker_never_makes_a_model_non_finite(rule, k):
     cfg = load_config(None, [*BASE, "rounds=2", f"cluster.k={k}", "attack.kind=nan",
                              "attack.fraction=0.2", *rule])
