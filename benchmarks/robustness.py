@@ -15,6 +15,7 @@ Extra ``key=value`` overrides apply to every run (e.g. ``run.threads=1``).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -54,13 +55,16 @@ def main() -> None:
     p.add_argument("--k", type=int, nargs="+", default=[1, 2])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--aggregators", nargs="+", default=list(RULES), choices=list(RULES))
-    p.add_argument("overrides", nargs="*")
-    args = p.parse_args()
+    p.add_argument("overrides", nargs="*", help="key=value, anywhere on the line")
+    argv = sys.argv[1:]
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    args = p.parse_args([a for a in argv if a not in overrides])
+    args.overrides += overrides
     attack = [f"attack.kind={args.attack}", f"attack.fraction={args.fraction}",
               f"attack.scale={args.scale}"]
     print(f"| aggregator | k | seed | clean | {args.attack} x{args.scale:g}, "
           f"{args.fraction:.0%} | attacker updates kept |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- |", flush=True)
     results: dict[tuple[str, int], list[tuple[float, float]]] = {}
     for k in args.k:
         for name in args.aggregators:
