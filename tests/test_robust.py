@@ -13,6 +13,7 @@ from fedcluster.fl.robust import (
     coordinate_median,
     group_targets,
     krum,
+    nearest_neighbor_mixing,
     norm_clip,
     trimmed_mean,
 )
@@ -36,6 +37,31 @@ def test_closed_form_cases():
     assert bulyan(y, 1).tolist() == [2.0]
     clipped = norm_clip(t([[3, 4], [0.3, 0.4]]), 1.0)
     assert torch.allclose(clipped, t([[0.6, 0.8], [0.3, 0.4]]), rtol=1e-15)
+    # f = 1: each row's 3 nearest, itself included; 100's are 100, 2, 1
+    assert nearest_neighbor_mixing(t([[0], [1], [2], [100]]), 1).flatten().tolist() == [
+        1.0, 1.0, 1.0, pytest.approx(103 / 3, rel=1e-15)]
+    # a tie (0 is as far from 1 as from -1): the lower index
+    assert nearest_neighbor_mixing(t([[0], [1], [-1]]), 1).flatten().tolist() == [
+        0.5, 0.5, -0.5]
+    assert nearest_neighbor_mixing(t([[0], [1], [5]]), 0).flatten().tolist() == [2, 2, 2]
+
+
+def test_mixing_before_a_rule_removes_the_pull_of_an_attacker_on_heterogeneous_rows():
+    # four honest clients with different updates (mean 1.5) and one far attacker
+    x = t([[-30], [0], [1], [2], [3]])
+    # each rule alone is pulled towards the attacker: the median and the trimmed mean
+    # move one rank down, to 1; Krum (f = 1) picks 1 (scores 5, 2, 2, 5; ties: lower index)
+    # nnm (f = 1): each honest row's 4 nearest are the 4 honest rows: mean 1.5 (exact);
+    # the attacker's are itself and 0, 1, 2: -6.75, which every rule then outvotes
+    for name in ("median", "trimmed-mean", "krum", "multi-krum"):
+        plain = Rule(name, trim=0.2, byzantine=1)
+        mixed = Rule(name, trim=0.2, byzantine=1, mixing="nnm")
+        assert plain.apply(x).tolist() == ([1.0] if name != "multi-krum" else [1.5]), name
+        assert mixed.apply(x).tolist() == [1.5], name
+    assert nearest_neighbor_mixing(x, 1).flatten().tolist() == [-6.75, 1.5, 1.5, 1.5, 1.5]
+    # a cluster told f = 3 among 4 rows mixes with f' = (4 - 1) // 2 = 1 (3 nearest)
+    y = t([[0], [1], [2], [100]])
+    assert Rule("median", byzantine=3, mixing="nnm").apply(y).tolist() == [1.0]
 
 
 def ref_krum(x, f, m):
@@ -84,6 +110,17 @@ def test_rules_agree_with_numpy_and_scipy(m, ties):
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     np.testing.assert_allclose(norm_clip(xt, 2.0).numpy(),
                                x * np.minimum(1, 2.0 / norms), **close)
+    # a sum of up to m rows (a matmul) over m - f: m roundings of the largest value
+    mixed = dict(rtol=0, atol=m * np.finfo(float).eps * np.abs(x).max())
+    for f in range(0, m):
+        np.testing.assert_allclose(nearest_neighbor_mixing(xt, f).numpy(), ref_nnm(x, f),
+                                   **mixed)
+
+
+def ref_nnm(x, f):
+    d = cdist(x, x, "sqeuclidean")
+    return np.stack([x[np.argsort(d[i], kind="stable")[:len(x) - f]].mean(axis=0)
+                     for i in range(len(x))])
 
 
 def test_invalid_sizes_are_refused():
@@ -94,6 +131,10 @@ def test_invalid_sizes_are_refused():
         bulyan(torch.zeros(6, 2), 1)
     with pytest.raises(ValueError, match="beta < 0.5"):
         trimmed_mean(x, 0.5)
+    with pytest.raises(ValueError, match="0 <= f < n"):
+        nearest_neighbor_mixing(x, 4)
+    with pytest.raises(ValueError, match="unknown mixing"):
+        Rule("median", mixing="bucketing")
 
 
 def test_group_targets_apply_the_rule_per_group_and_fall_back_to_the_median():
@@ -119,10 +160,13 @@ def test_a_round_with_a_robust_rule_moves_the_model_to_the_rule_of_the_local_mod
         def on_client_done(self, round_, update):
             self.rows.append(update.delta.clone())
 
-    for name, rule in [("median", coordinate_median), ("krum", lambda x: krum(x, 1))]:
+    cases = [("median", [], coordinate_median), ("krum", [], lambda x: krum(x, 1)),
+             ("median", ["server.mixing=nnm"],
+              lambda x: coordinate_median(nearest_neighbor_mixing(x, 1)))]
+    for name, more, rule in cases:
         run = build(load_config(None, ["data.num_clients=6", "run.threads=1", "run.workers=1",
                                        "cluster.k=1", f"server.aggregator={name}",
-                                       "server.byzantine=1"]))
+                                       "server.byzantine=1", *more]))
         state = initial_state(run)
         seen = Deltas()
         seen.rows = []
@@ -130,8 +174,9 @@ def test_a_round_with_a_robust_rule_moves_the_model_to_the_rule_of_the_local_mod
         local = state.models[0].double() + torch.stack(seen.rows).double()
         want = rule(local)
         # the server takes the rule of the float32 local models: float32 rounding of
-        # model + delta (and of a mean of two of them), a few ulps of the largest value
-        tol = 4 * torch.finfo(torch.float32).eps * float(want.abs().max())
+        # model + delta (and of a mean of two of them, or of a sum of 5 over 5 for nnm),
+        # a few ulps of the largest value
+        tol = 8 * torch.finfo(torch.float32).eps * float(want.abs().max())
         assert float((new.models[0].double() - want).abs().max()) <= tol, name
 
 
@@ -140,6 +185,13 @@ def test_a_round_with_a_robust_rule_moves_the_model_to_the_rule_of_the_local_mod
     (["server.aggregator=bulyan", "server.byzantine=1"], "n >= 4f \\+ 3"),
     (["server.trim=0.5"], "a fraction in \\[0, 0.5\\)"),
     (["server.aggregator=avg"], "server.aggregator"),
+    (["server.mixing=nnm", "server.byzantine=1"], 'server.mixing = \'nnm\': expected "none" '
+     'with server.aggregator = "mean"'),
+    (["server.aggregator=median", "server.mixing=nnm"], "server.byzantine = 0: expected an "
+     "integer >= 1 with server.mixing"),
+    (["server.aggregator=median", "server.mixing=nnm", "server.byzantine=3"],
+     "server.byzantine = 3: expected less than half of the n = 6 clients"),
+    (["server.mixing=bucket"], "server.mixing"),
 ])
 def test_rules_that_cannot_work_for_the_round_are_config_errors(override, message):
     from fedcluster.config import ConfigError, load_config

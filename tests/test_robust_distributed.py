@@ -24,7 +24,7 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONP
        "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 ARGS = ["rounds=2", "run.threads=1", "run.workers=1", "cluster.k=2", "data.num_clients=8",
         "attack.kind=nan", "attack.fraction=0.25", "server.aggregator=median",
-        "plots.enabled=false", "-q"]
+        "server.mixing=nnm", "server.byzantine=1", "plots.enabled=false", "-q"]
 
 PLUGIN = """
 import fedcluster.engines.sequential as sequential

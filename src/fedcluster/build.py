@@ -212,7 +212,7 @@ def build(cfg: Config, run_dir: Path | None = None, dist: DistInfo | None = None
                     optimizer)
     if cfg.server.aggregator != "mean":  # a robust rule per cluster (fl/robust.py)
         server = dataclasses.replace(server, rule=Rule(cfg.server.aggregator, cfg.server.trim,
-                                                       cfg.server.byzantine))
+                                                       cfg.server.byzantine, cfg.server.mixing))
     server = dataclasses.replace(server, privacy=Privacy.of(cfg))  # None unless [privacy]
     held = engine.held() if dist is not None else None  # type: ignore[attr-defined]
     hooks = build_hooks(cfg, ctx.model, ctx.federation.train_sizes(), run_dir, held)

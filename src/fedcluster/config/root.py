@@ -89,6 +89,10 @@ class Config(_Section):
                      self.server.byzantine,
                      f"small enough for server.aggregator = {self.server.aggregator!r} over "
                      f"n = {self.clients_per_round} clients per round ({rule})")
+        _require("server", "byzantine", self.server.mixing == "none" or
+                 self.clients_per_round > 2 * self.server.byzantine, self.server.byzantine,
+                 f"less than half of the n = {self.clients_per_round} clients per round for "
+                 f"server.mixing = \"nnm\" (n > 2f)")
         a = self.attack
         _require("attack", "fraction", a.kind == "none" or round(a.fraction * n) >= 1,
                  a.fraction, f"a fraction that makes at least one of data.num_clients = {n} "

@@ -140,7 +140,8 @@ class ServerConfig(_Section):
     aggregator: Literal["mean", "median", "trimmed-mean", "krum", "multi-krum",
                         "bulyan"] = "mean"
     trim: float = 0.1  # trimmed-mean: the fraction cut from each end of each coordinate
-    byzantine: int = 0  # krum, multi-krum, bulyan: f, the Byzantine clients tolerated
+    byzantine: int = 0  # krum, multi-krum, bulyan, mixing: f, the Byzantine clients tolerated
+    mixing: Literal["none", "nnm"] = "none"  # "nnm": each update averaged with its n - f nearest
     # the rule that moves each cluster model (fl/server_opt.py; Reddi et al. 2021)
     optimizer: Literal["fedavg", "fedavgm", "fedadagrad", "fedadam", "fedyogi"] = "fedavg"
     momentum: float = 0.9  # fedavgm
@@ -162,6 +163,12 @@ class ServerConfig(_Section):
         self._check("min_clients", self.min_clients >= 1, "an integer >= 1")
         self._check("trim", 0 <= self.trim < 0.5, "a fraction in [0, 0.5)")
         self._check("byzantine", self.byzantine >= 0, "an integer >= 0")
+        self._check("mixing", self.mixing == "none" or self.aggregator != "mean",
+                    '"none" with server.aggregator = "mean" (mixing is a step before a robust '
+                    'rule)')
+        self._check("byzantine", self.mixing == "none" or self.byzantine >= 1,
+                    'an integer >= 1 with server.mixing = "nnm" (each update is averaged with '
+                    'its n - f nearest; f = 0 would average all of them)')
         for name in ("momentum", "beta1", "beta2"):
             self._check(name, 0 <= getattr(self, name) < 1, "a number in [0, 1)")
         self._check("tau", self.tau > 0, "a number > 0")

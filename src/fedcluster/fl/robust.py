@@ -8,6 +8,11 @@
 - :func:`bulyan`: El Mhamdi, Guerraoui, Rouault, "The Hidden Vulnerability of
   Distributed Learning in Byzantium", ICML 2018.
 - :func:`norm_clip`: each row scaled to an L2 norm of at most ``bound``.
+- :func:`nearest_neighbor_mixing`, a step before any rule (``server.mixing = "nnm"``):
+  Allouah, Farhadkhani, Guerraoui, Gupta, Pinot, Stephan, "Fixing by Mixing: A Recipe
+  for Optimal Byzantine ML under Heterogeneity", AISTATS 2023. Each row becomes the mean
+  of its ``n - f`` nearest rows, so honest rows from heterogeneous (non-IID) clients
+  come close together before a coordinate-wise or selecting rule sees them.
 
 Every rule counts each row once, whatever the client's data size: a weight is a number
 the client reports, and a rule that let a client buy influence with it would not be
@@ -23,10 +28,11 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["RULES", "Rule", "bulyan", "coordinate_median", "group_targets", "krum",
-           "min_rows", "norm_clip", "trimmed_mean"]
+__all__ = ["MIXINGS", "RULES", "Rule", "bulyan", "coordinate_median", "group_targets", "krum",
+           "min_rows", "nearest_neighbor_mixing", "norm_clip", "trimmed_mean"]
 
 RULES = ("mean", "median", "trimmed-mean", "krum", "multi-krum", "bulyan")
+MIXINGS = ("none", "nnm")
 
 
 CHUNK = 1 << 16  # columns sorted at a time: the sort's copies are [m, CHUNK], not [m, D]
@@ -127,6 +133,18 @@ def norm_clip(x: torch.Tensor, bound: float) -> torch.Tensor:
     return x * factor.to(x.dtype)[:, None]
 
 
+def nearest_neighbor_mixing(x: torch.Tensor, f: int) -> torch.Tensor:
+    """Each row of ``x`` ``[n, D]`` replaced by the mean of its ``n - f`` nearest rows in
+    L2 distance, itself included (ties: the lower index), for ``0 <= f < n``."""
+    n = x.shape[0]
+    if not 0 <= f < n:
+        raise ValueError(f"nearest_neighbor_mixing needs 0 <= f < n (n={n}, f={f})")
+    near = torch.sort(_sq_distances(x), dim=1, stable=True).indices[:, :n - f]
+    mix = torch.zeros(n, n, dtype=x.dtype, device=x.device)
+    mix.scatter_(1, near, 1.0)
+    return (mix @ x) / (n - f)
+
+
 def min_rows(name: str, f: int) -> int:
     """The fewest rows the rule ``name`` accepts with ``f`` Byzantine rows."""
     return {"krum": 2 * f + 3, "multi-krum": 2 * f + 3, "bulyan": 4 * f + 3}.get(name, 1)
@@ -135,20 +153,28 @@ def min_rows(name: str, f: int) -> int:
 @dataclass(frozen=True)
 class Rule:
     """A robust rule as configured (``server.aggregator``, ``server.trim``,
-    ``server.byzantine``)."""
+    ``server.byzantine``, ``server.mixing``)."""
 
     name: str
     trim: float = 0.1
     byzantine: int = 0
+    mixing: str = "none"
 
     def __post_init__(self) -> None:
         if self.name not in RULES or self.name == "mean":
             raise ValueError(f"not a robust rule: {self.name!r}")
+        if self.mixing not in MIXINGS:
+            raise ValueError(f"unknown mixing {self.mixing!r}; expected one of {MIXINGS}")
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """The rule over the rows of one cluster; a cluster with fewer rows than the rule
-        needs (:func:`min_rows`) gets their coordinate median."""
+        needs (:func:`min_rows`) gets their coordinate median. With ``mixing = "nnm"``
+        the rows are mixed first, each with its ``n - f'`` nearest, where ``f' = min(f,
+        (n - 1) // 2)``: a cluster is not told how many attackers it holds, so each
+        assumes all ``f`` (a majority of neighbours, at least, stays)."""
         f = self.byzantine
+        if self.mixing == "nnm":
+            x = nearest_neighbor_mixing(x, min(f, (x.shape[0] - 1) // 2))
         if x.shape[0] < min_rows(self.name, f):
             return coordinate_median(x)
         rules: dict[str, Callable[[], torch.Tensor]] = {
