@@ -104,11 +104,15 @@ def read_store(run_dir: Path, entry: dict[str, Any], device: torch.device | str 
         out = new_store(rows, dim, dtype, device, run_dir)
         crc = 0
         for part in chunks(rows, row_bytes):
-            buf = np.empty((part.stop - part.start) * row_bytes, dtype=np.uint8)
+            # a CPU store is read into in place; another device's through a chunk
+            dest = out[part] if out.device.type == "cpu" else \
+                torch.empty(part.stop - part.start, dim, dtype=dtype)
+            buf = dest.view(torch.uint8).numpy().reshape(-1)
             if f.readinto(buf) != buf.size:
                 raise ValueError("ended early; it may have been cut short")
             crc = zlib.crc32(buf, crc)
-            out[part] = torch.from_numpy(buf).view(dtype).view(-1, dim).to(out.device)
+            if dest.device != out.device:
+                out[part] = dest.to(out.device)
     if crc != int(entry["crc32"]):
         raise ValueError("its data does not match the checkpoint's checksum (CRC-32); the "
                          "file is corrupt or belongs to another checkpoint")
