@@ -1,6 +1,7 @@
 """A run stopped after any round and continued from its checkpoint follows the
 uninterrupted run's path exactly: the same round records and the same models."""
 
+import dataclasses
 import importlib.util
 import json
 
@@ -121,10 +122,14 @@ def test_checkpoint_round_trips_every_part_of_the_state(tmp_path):
         got, want = getattr(back, group), getattr(state, group)
         assert got.keys() == want.keys()
         assert all(torch.equal(got[k], want[k]) for k in want)
-    assert json.loads((tmp_path / "checkpoint.json").read_text())["round"] == 3
-    assert [p.name for p in tmp_path.iterdir()] != []  # no temp files left behind
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.json",
-                                                          "checkpoint.safetensors"]
+    plain = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert plain["round"] == 3
+    store = plain["clients"]["c"]["file"]  # the client store has a file of its own
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([  # no temp files left
+        "checkpoint.json", "checkpoint.safetensors", store])
+    save_checkpoint(tmp_path, dataclasses.replace(state, round=4))  # the old store goes
+    newer = json.loads((tmp_path / "checkpoint.json").read_text())["clients"]["c"]["file"]
+    assert newer != store and not (tmp_path / store).exists() and (tmp_path / newer).exists()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "missing"])

@@ -38,6 +38,7 @@ import torch.distributed as dist
 from ..engines import Engine
 from ..fl.aggregate import group_sums
 from ..fl.client import LocalRule, Update
+from ..fl.client_state import new_store
 from ..fl.evaluate import EvalStats
 from ..fl.validate import screen
 from .collectives import LOST_AFTER_BEATS, Collectives, DistributedError
@@ -177,12 +178,12 @@ class DistributedEngine:
         """On rank 0 the whole ``[N, D]`` CPU store of which each rank holds ``part``, the
         rows of its clients ``held`` (None on the other ranks); all-gathered in chunks of
         about ``chunk_bytes`` a rank, so only rank 0 ever holds more than a chunk of every
-        rank's rows."""
+        rank's rows (and a store past ``MMAP_BYTES`` is memory-mapped)."""
         homes = self.home
         assert homes is not None, "clients have no home ranks"
         counts = np.bincount(homes, minlength=self.world)
-        whole = torch.empty(len(homes), part.shape[1], dtype=part.dtype) if self.rank == 0 \
-            else None
+        whole = new_store(len(homes), part.shape[1], part.dtype) if self.rank == 0 \
+            else None  # memory-mapped past the threshold, as the ranks' own stores
         step = max(1, chunk_bytes // max(1, part.shape[1] * part.element_size()))
         where = [np.flatnonzero(homes == q) for q in range(self.world)]
         for a in range(0, int(counts.max()), step):

@@ -7,7 +7,10 @@ Rows are read for the round's clients (:func:`rows`) and written back in place
 (:func:`write`): a round touches only its clients' rows, never copies the whole store.
 Past ``MMAP_BYTES`` a store lives in a memory-mapped file (``torch.from_file``), so
 1,000 clients x a 1M-parameter model (4 GB of float32) takes page cache, not 1,000
-model copies of process memory; below it, an ordinary zero tensor.
+model copies of process memory; below it, an ordinary zero tensor. Whole stores are
+only ever copied :data:`CHUNK_BYTES` at a time (:func:`chunks`): a checkpoint streams
+each store to its own file and a resume streams it back into a new store
+(checkpoint_store.py), so neither holds a memory-mapped store in process memory.
 
 Under ``--nproc`` each client has a home rank (``split_by_load`` of the training-set
 sizes, fixed for the run: dist/engine.py) that trains and evaluates it, and a store holds
@@ -15,8 +18,8 @@ only the rows of the clients ``held`` at home: ``[len(held), D]``, row ``j`` bei
 ``held[j]``. :func:`rows` and :func:`write` take client ids and refuse a client held
 elsewhere; :func:`here` tells which clients are. One process holds every client
 (``held = None``: row ``c`` is client ``c``). A checkpoint gathers the rows into the one
-``[N, D]`` tensor (loop.py), so a run resumes on any number of processes; a resumed rank
-keeps its clients' rows (:func:`keep_held`).
+``[N, D]`` store (loop.py; memory-mapped past the threshold too), so a run resumes on
+any number of processes; a resumed rank keeps its clients' rows (:func:`keep_held`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +35,11 @@ import torch
 
 from .state import RunState
 
-__all__ = ["MMAP_BYTES", "client_store", "here", "keep_held", "rows", "write"]
+__all__ = ["CHUNK_BYTES", "MMAP_BYTES", "chunks", "client_store", "here", "keep_held",
+           "new_store", "rows", "write"]
 
 MMAP_BYTES = 1 << 30  # a store larger than this is memory-mapped
+CHUNK_BYTES = 1 << 26  # whole stores are copied about this many bytes at a time
 
 
 def _mapped(path: Path, shape: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
@@ -45,18 +51,41 @@ def _mapped(path: Path, shape: tuple[int, int], dtype: torch.dtype) -> torch.Ten
     return torch.from_file(str(path), shared=True, size=size, dtype=dtype).view(shape)
 
 
+def new_store(num_rows: int, dim: int, dtype: torch.dtype,
+              device: torch.device | str = "cpu", directory: Path | None = None,
+              threshold: int | None = None) -> torch.Tensor:
+    """A zero ``[num_rows, dim]`` store: memory-mapped when on the CPU and larger than
+    ``threshold`` bytes (default :data:`MMAP_BYTES`, read at call time), in ``directory``
+    (a temporary one by default; the file is unlinked at once and lives as long as the
+    tensor does); an ordinary tensor otherwise."""
+    threshold = MMAP_BYTES if threshold is None else threshold
+    nbytes = num_rows * dim * torch.empty((), dtype=dtype).element_size()
+    if nbytes > threshold and torch.device(device).type == "cpu":
+        where = Path(directory or tempfile.gettempdir())
+        fd, name = tempfile.mkstemp(prefix="fedcluster-store-", suffix=".bin", dir=where)
+        os.close(fd)
+        try:
+            return _mapped(Path(name), (num_rows, dim), dtype)
+        finally:
+            os.unlink(name)  # the mapping keeps the data; no file is left behind
+    return torch.zeros(num_rows, dim, dtype=dtype, device=device)
+
+
+def chunks(num_rows: int, row_bytes: int) -> Iterator[slice]:
+    """Consecutive row ranges covering ``num_rows`` rows of ``row_bytes`` each, about
+    :data:`CHUNK_BYTES` (read at call time) a range, at least one row."""
+    step = max(1, CHUNK_BYTES // max(1, row_bytes))
+    for a in range(0, num_rows, step):
+        yield slice(a, min(a + step, num_rows))
+
+
 def client_store(state: RunState, key: str, num_clients: int, dim: int,
                  like: torch.Tensor, directory: Path | None = None,
-                 threshold: int = MMAP_BYTES, held: np.ndarray | None = None
+                 threshold: int | None = None, held: np.ndarray | None = None
                  ) -> tuple[RunState, torch.Tensor]:
     """The store ``key`` of ``state`` (a row of ``dim`` for each of ``num_clients``, or for
     each client ``held`` here; ``like``'s dtype and device), created as zeros when the
-    state has none; returns the state that holds it.
-
-    A new CPU store larger than ``threshold`` bytes is memory-mapped, in ``directory``
-    (a temporary one by default; the file is unlinked at once and lives as long as the
-    tensor does).
-    """
+    state has none (:func:`new_store`); returns the state that holds it."""
     n = num_clients if held is None else len(held)
     store = state.clients.get(key)
     if store is not None:
@@ -64,18 +93,7 @@ def client_store(state: RunState, key: str, num_clients: int, dim: int,
             raise ValueError(f"client store {key!r} is {tuple(store.shape)}, expected "
                              f"{(n, dim)}")
         return state, store
-    num_clients = n
-    nbytes = num_clients * dim * like.element_size()
-    if nbytes > threshold and like.device.type == "cpu":
-        where = Path(directory or tempfile.gettempdir())
-        fd, name = tempfile.mkstemp(prefix=f"fedcluster-{key}-", suffix=".bin", dir=where)
-        os.close(fd)
-        try:
-            store = _mapped(Path(name), (num_clients, dim), like.dtype)
-        finally:
-            os.unlink(name)  # the mapping keeps the data; no file is left behind
-    else:
-        store = torch.zeros(num_clients, dim, dtype=like.dtype, device=like.device)
+    store = new_store(n, dim, like.dtype, like.device, directory, threshold)
     return _with(state, key, store), store
 
 
@@ -118,13 +136,21 @@ def write(store: torch.Tensor, clients: np.ndarray | list[int], values: torch.Te
     store.index_copy_(0, _index(store, clients, held), values.to(store.dtype))
 
 
-def keep_held(state: RunState, held: np.ndarray | None) -> RunState:
+def keep_held(state: RunState, held: np.ndarray | None,
+              directory: Path | None = None) -> RunState:
     """``state`` with only the rows of the clients ``held`` here in each of its whole
-    ``[N, D]`` stores (a checkpoint's, on one of several processes)."""
+    ``[N, D]`` stores (a checkpoint's, on one of several processes), each a new store
+    (:func:`new_store`, in ``directory``) filled chunk by chunk."""
     if held is None:
         return state
     n = state.assignment.size
     index = torch.from_numpy(held)
+
+    def mine(t: torch.Tensor) -> torch.Tensor:
+        out = new_store(len(held), t.shape[1], t.dtype, t.device, directory)
+        for part in chunks(len(held), t.shape[1] * t.element_size()):
+            out[part] = t.index_select(0, index[part].to(t.device))
+        return out
+
     return dataclasses.replace(state, clients={
-        k: t.index_select(0, index.to(t.device)) if t.shape[0] == n else t
-        for k, t in state.clients.items()})
+        k: mine(t) if t.shape[0] == n else t for k, t in state.clients.items()})
