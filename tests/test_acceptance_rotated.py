@@ -78,7 +78,8 @@ def test_auto_k_finds_the_four_groups(seed, shift):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_refine_keeps_the_groups_under_label_skew_inside_them(seed):
     """Dirichlet 0.5 label mixes inside each group, half of the clients per round: the
-    flat signatures followed the label mix and IFCA's rule drifted (ARI -0.05)."""
+    flat signatures followed the label mix and IFCA's rule drifted (ARI -0.05); with 2
+    held rounds the clients first sampled later were placed by loss (0.932 on both)."""
     r = final(seed, *PERMUTED, "data.partition=dirichlet", "data.alpha=0.5",
               "server.clients_per_round=0.5", "rounds=20")
-    assert r.ari >= 0.85  # measured 0.932 on both (5 seeds: 0.867-0.932)
+    assert r.ari >= 0.95  # measured 1.000 on both (5 seeds: 0.932-1.000)

@@ -3,6 +3,7 @@ loss rule) on a synthetic federation: client c of group g has the quadratic loss
 ``|w - t_g|^2`` and one round of local training moves halfway to ``t_g``; and the
 signatures themselves."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -13,6 +14,7 @@ from _server import Stepper
 from fedcluster.config import ClusterConfig, load_config
 from fedcluster.fl.client import Update
 from fedcluster.fl.clustering import (
+    ModelInit,
     PointSpace,
     Refine,
     agreement,
@@ -136,6 +138,35 @@ def test_a_clustered_client_moves_only_to_a_clearly_better_model():
     chosen, _ = method.assign(5, np.arange(3), np.zeros(3, dtype=np.int64),
                               lambda c: table[torch.as_tensor(c)], state)
     assert chosen.tolist() == [0, 1, 1]
+
+
+def refine_run(rounds: int) -> Stepper:
+    """``refine()`` with the state ``init`` gives for a run of ``rounds`` (auto warm-up)."""
+    server = refine()
+    _, state = Refine(ClusterConfig(method="refine", k=4)).init(
+        ModelInit(torch.zeros(4, dtype=torch.float64), lambda s: None, 0, (), 12, rounds))
+    server.state = dataclasses.replace(server.state, method=state)
+    return server
+
+
+def test_an_auto_warmup_holds_until_every_client_has_a_signature():
+    """Rounds 1-3 sample groups 0 and 1 only: the models stay held (the old rule
+    clustered in round 3 without groups 2 and 3), and round 4 clusters all 12 clients."""
+    server = refine_run(rounds=12)  # holds at most 12 // 3 = 4 rounds
+    for r in (1, 2, 3):
+        play(server, r, np.arange(6))
+    assert (server.models == 0).all() and not server.state.method.get("clustered")
+    _, fourth = play(server, 4, np.arange(6, 12))
+    assert fourth.diagnostics["signatures"] == 12
+    assert sorted(server.state.method["signed"]) == list(range(12))
+    play(server, 5, np.arange(12))  # 0-5 start from the clusters round 4 gave them
+    assert agreement(TRUTH, server.assignment)[0] == 1.0
+    capped = refine_run(rounds=12)  # clients 6-11 never come: it clusters in round 5
+    for r in (1, 2, 3, 4):
+        play(capped, r, np.arange(6))
+    assert (capped.models == 0).all()
+    _, fifth = play(capped, 5, np.arange(6))
+    assert fifth.diagnostics["signatures"] == 6 and capped.state.method["clustered"]
 
 
 def test_accumulate_averages_each_clients_rounds():

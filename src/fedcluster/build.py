@@ -182,7 +182,8 @@ def model_init(cfg: Config, ctx: RunContext) -> ModelInit:
         return FlatModel(build_model(spec, cfg.model, seed).to(ctx.device), layout).vector()
 
     layers = tuple(weight_layers(ctx.model.slots))  # refine's signatures, per matrix
-    return ModelInit(ctx.model.vector(), fresh, cfg.seed, layers)
+    return ModelInit(ctx.model.vector(), fresh, cfg.seed, layers,
+                     len(ctx.federation.train_idx), cfg.rounds)
 
 
 def build(cfg: Config, run_dir: Path | None = None, dist: DistInfo | None = None) -> Run:

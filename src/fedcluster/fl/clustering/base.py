@@ -38,6 +38,8 @@ class ModelInit:
     fresh: Callable[[int], torch.Tensor]  # seed -> a new randomly initialised model [D]
     seed: int  # the run's seed
     layers: tuple[tuple[int, int, int], ...] = ()  # weight matrices: (offset, rows, columns)
+    clients: int = 0  # clients in the federation (0: not known)
+    rounds: int = 0  # rounds of the run (0: not known)
 
 
 @dataclass(frozen=True)
