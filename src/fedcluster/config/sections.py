@@ -199,7 +199,8 @@ class ClusterConfig(_Section):
         self._check("sketch_dim", self.sketch_dim >= 1, "an integer >= 1")
         self._check("n_init", self.n_init >= 1, "an integer >= 1")
         self._check("warmup_rounds", self.warmup_rounds == "auto" or self.warmup_rounds >= 0,
-                    'an integer >= 0 or "auto" (2 for refine, 0 for the other methods)')
+                    'an integer >= 0 or "auto" (2 for refine, longer while some client is '
+                    'unseen; 0 for the other methods)')
         self._check("distance_threshold", self.distance_threshold >= 0,
                     "a number >= 0 (0: cut the dendrogram at k clusters)")
         self._check("restarts", self.restarts >= 1, "an integer >= 1")
@@ -218,7 +219,9 @@ class ClusterConfig(_Section):
     @property
     def resolved_warmup(self) -> int:
         """``auto`` is 2 for refine (its clustering then sees the clients of 3 rounds,
-        7/8 of them with half sampled per round), 0 for the other methods."""
+        7/8 of them with half sampled per round), 0 for the other methods. Refine holds
+        on past these while some client has no signature, for at most a third of the
+        run's rounds (fl/clustering/refine.py, ``HOLD_SHARE``)."""
         if self.warmup_rounds != "auto":
             return int(self.warmup_rounds)
         return 2 if self.method == "refine" else 0
