@@ -109,6 +109,12 @@ def table(runs: list[dict], ks: list[int], splits: list[str], algorithms: list[s
     return "\n".join(lines)
 
 
+def read_runs(paths: list[str]) -> list[dict]:
+    """The runs written with ``--out`` (one JSON object a line) to each of ``paths``."""
+    return [json.loads(line) for path in paths
+            for line in Path(path).read_text().splitlines() if line.strip()]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=20)
@@ -124,8 +130,7 @@ def main() -> None:
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     if args.table_from:
-        runs = [json.loads(line) for path in args.table_from
-                for line in Path(path).read_text().splitlines() if line.strip()]
+        runs = read_runs(args.table_from)
         for r in runs:
             r["clients"] = {int(c): a for c, a in r["clients"].items()}
         print(table(runs, args.k, args.splits, args.algorithms))

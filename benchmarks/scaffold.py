@@ -23,9 +23,8 @@ import json
 import math
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
-from personalisation import _cell
+from personalisation import _cell, read_runs
 
 SETTING = ["data.num_clients=20", "server.clients_per_round=1.0", "client.batch_size=10",
            "data.partition=shards", "data.shards_per_client=2", "client.optimizer=sgd",
@@ -99,8 +98,7 @@ def main() -> None:
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     if args.table_from:
-        runs = [json.loads(line) for path in args.table_from
-                for line in Path(path).read_text().splitlines() if line.strip()]
+        runs = read_runs(args.table_from)
         print(table(runs, args.targets))
         return
     jobs = [(name, lr, args.epochs, seed, args.rounds, args.overrides)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 from .build import Run, build
 from .callbacks.base import Callback, CallbackList
 from .checkpoint import CheckpointError, save_checkpoint
-from .config import Config, StopConfig
+from .config import Config
 from .data.federation import Federation
 from .engines import Engine
 from .fl.algorithm import Hooks
@@ -42,6 +41,7 @@ from .fl.validate import TooFewUpdates, Verdict, check_updates, screen
 from .profiling import Profiler
 from .records import ClientResult, ClusterResult, RoundResult, RunSummary
 from .signals import Stopped, critical, shielded
+from .stopping import early_stop
 
 if TYPE_CHECKING:
     from .dist.group import DistInfo
@@ -229,29 +229,6 @@ def _fairness(per_client: dict[int, float]) -> dict[str, float]:
     acc = np.array(list(per_client.values()))
     return {"mean": float(acc.mean()), "p10": float(np.percentile(acc, 10)),
             "min": float(acc.min())}
-
-
-def early_stop(stop: dict, result: RoundResult, cfg: StopConfig) -> tuple[dict, bool]:
-    """The reference's thresholds: each enabled criterion (threshold > 0) must hold for
-    ``patience`` rounds in a row: ``|acc_r - acc_{r-1}| < accuracy_delta`` and
-    ``|loss_r - loss_{r-1}| < loss_delta``. ``stop`` is the state the previous round left
-    (``{}`` at first); returns the new one and whether to stop."""
-    if not (cfg.accuracy_delta > 0 or cfg.loss_delta > 0):
-        return stop, False
-    calm = stop.get("calm", 0)
-    if stop:
-        checks = []
-        if cfg.accuracy_delta > 0:
-            checks.append(abs(result.accuracy - stop["accuracy"]) < cfg.accuracy_delta)
-        if cfg.loss_delta > 0:
-            checks.append(abs(result.loss - stop["loss"]) < cfg.loss_delta)
-        steady = all(checks) and not any(math.isnan(v) for v in (result.accuracy, result.loss))
-        calm = calm + 1 if steady else 0
-    new = {"accuracy": result.accuracy, "loss": result.loss, "calm": calm}
-    if calm >= cfg.patience:
-        log.info("early stop at round %d: changes below the stop thresholds", result.round)
-        return new, True
-    return new, False
 
 
 def initial_state(run: Run) -> RunState:
