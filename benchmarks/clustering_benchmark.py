@@ -1,25 +1,22 @@
 """Clustering benchmark: federations with known groups x methods x seeds.
 
 Each federation is ``examples/rotated-digits.toml`` (digits, 4 groups, MLP, 30 rounds)
-with a few overrides; each method is a set of ``cluster.*`` overrides. Every run prints
+with a few overrides (the ``waves-*`` ones: ``examples/waves-plugin.toml``, data the issue
+did not name); each method is a set of ``cluster.*`` overrides. Every run prints
 one row (last round's ARI, the worst ARI of the last 5 rounds, accuracy, k); then one
 line per (federation, method): ARI mean and min over the seeds, accuracy mean, and how
 often the run ended with 4 non-empty clusters. ``--markdown`` prints that summary as the
-README's table. The README's table::
+README's table. The README's table: ``PYTHONPATH=src python
+benchmarks/clustering_benchmark.py --seeds 0 1 2 3 4 5 6 7 8 9 --set rounds=20 --jobs 2
+--markdown`` with each of::
 
-    PYTHONPATH=src python benchmarks/clustering_benchmark.py --seeds 0 1 2 3 4 5 6 7 8 9 \\
-        --federations permuted-half permuted rotated-half rotated --methods refine \\
-        --set rounds=20 --jobs 2 --markdown
-    PYTHONPATH=src python benchmarks/clustering_benchmark.py --seeds 0 1 2 3 4 5 6 7 8 9 \\
-        --federations permuted-100 permuted-100-half rotated-100 --methods refine \\
-        --set rounds=20 --markdown
-    PYTHONPATH=src python benchmarks/clustering_benchmark.py --seeds 0 1 2 3 4 5 6 7 8 9 \\
-        --federations permuted rotated --methods refine-auto --set rounds=20 --markdown
-    PYTHONPATH=src python benchmarks/clustering_benchmark.py --seeds 0 1 2 3 4 \\
-        --federations rotated-dirichlet-half permuted-dirichlet-half --methods refine \\
-        --set rounds=20 --markdown
+    --federations permuted-half permuted rotated-half rotated --methods refine
+    --federations rotated-dirichlet-half permuted-dirichlet-half --methods refine
+    --federations permuted rotated --methods refine-auto
+    --federations permuted-100 permuted-100-half rotated-100 rotated-100-half --methods refine
+    --federations permuted rotated permuted-100 rotated-100 --methods fedavg
+    --federations waves-40 waves-100 waves-100-half --methods refine fedavg
 
-(the ``fedavg`` rows: ``--methods fedavg`` on the first command's federations and seeds).
 Runs use ``run.threads=1``; ``--jobs N`` runs N at a time (separate processes).
 """
 
@@ -34,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "rotated-digits.toml"
+WAVES_EXAMPLE = ROOT / "examples" / "waves-plugin.toml"
 
 PERMUTED = ["data.shift=permute-labels", "data.replicate=false"]
 HALF = ["server.clients_per_round=0.5"]
@@ -51,6 +49,15 @@ FEDERATIONS: dict[str, list[str]] = {
     "rotated-dirichlet-half": [*DIRICHLET, *HALF],
     "permuted-dirichlet-half": [*PERMUTED, *DIRICHLET, *HALF],
 }
+# other data, from a plugin: 1-D waves classed by frequency (examples/waves-plugin.toml),
+# 4 label-permuted groups; 40 clients of about 60 signals, 100 of 12
+WAVES = ["data.groups=4", *PERMUTED, "data.partition=iid", "cluster.k=4"]
+WAVE_FEDERATIONS: dict[str, list[str]] = {
+    "waves-40": [*WAVES, "data.num_clients=40", "data.params.samples=3000"],
+    "waves-100": [*WAVES, "data.num_clients=100", "client.batch_size=10"],
+    "waves-100-half": [*WAVES, "data.num_clients=100", "client.batch_size=10", *HALF],
+}
+FEDERATIONS.update(WAVE_FEDERATIONS)
 METHODS: dict[str, list[str]] = {
     "refine": ["cluster.method=refine"],  # the example's method, k = 4
     "refine-auto": ["cluster.method=refine", "cluster.k=auto"],
@@ -70,7 +77,8 @@ def run_one(federation: str, method: str, seed: int, extra: tuple[str, ...]) -> 
     overrides = [*FEDERATIONS[federation], *METHODS[method], *extra, f"seed={seed}",
                  "run.threads=1"]
     t0 = time.perf_counter()
-    summary = run_federation(load_config(EXAMPLE, overrides))
+    base = WAVES_EXAMPLE if federation in WAVE_FEDERATIONS else EXAMPLE
+    summary = run_federation(load_config(base, overrides))
     final = summary.final
     assert final is not None
     tail = [r.ari for r in summary.rounds[-5:] if r.ari is not None]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from _server import Stepper
 
-from fedcluster.config import ClusterConfig, load_config
+from fedcluster.config import ClusterConfig, ConfigError, load_config
 from fedcluster.fl.client import Update
 from fedcluster.fl.clustering import (
     ModelInit,
@@ -22,6 +22,7 @@ from fedcluster.fl.clustering import (
     kmeans_labels,
     weight_layers,
 )
+from fedcluster.fl.clustering.refine import SIGNATURE_EPOCHS
 from fedcluster.fl.clustering.signature import accumulate, round_signatures, stacked
 from fedcluster.fl.flat import FlatModel
 from fedcluster.loop import run_federation
@@ -251,3 +252,33 @@ def test_an_auto_warm_up_leaves_a_short_run_a_round_that_trains():
     fixed = ClusterConfig(method="refine", warmup_rounds=5)
     assert fixed.for_rounds(2) is fixed  # asked for explicitly: kept
     assert ClusterConfig(method="kmeans").for_rounds(1).resolved_warmup == 0
+
+
+def test_signature_epochs_default_to_five_and_at_least_the_local_epochs():
+    def state(local_epochs, **cluster):
+        start = ModelInit(torch.zeros(4), lambda _: torch.zeros(4), 0, local_epochs=local_epochs)
+        return build_method(ClusterConfig(method="refine", k=2, **cluster)).init(start)[1]
+
+    assert state(1)["epochs"] == SIGNATURE_EPOCHS == 5
+    assert "epochs" not in state(7)  # client.local_epochs is more: the rounds train as usual
+    assert state(1, signature_epochs=3)["epochs"] == 3
+    assert "epochs" not in state(1, signature_epochs=1)
+    with pytest.raises(ConfigError, match="signature_epochs"):
+        ClusterConfig(signature_epochs=0)
+
+
+def test_clients_train_the_signature_epochs_until_the_clustering_then_their_own():
+    """Every round up to and including the clustering trains from the held initial model
+    for ``signature_epochs``; from the next round on, ``client.local_epochs``."""
+    cfg = load_config(None, [
+        "data.num_clients=8", "data.partition=iid", "model.name=mlp", "model.hidden=[16]",
+        "client.batch_size=16", "client.drop_last=true", "cluster.method=refine",
+        "cluster.k=2", "cluster.signature_epochs=3", "rounds=4", "run.threads=1"])
+    rounds = run_federation(cfg).rounds
+    per_epoch = {c.id: c.num_examples // 16 for c in rounds[0].clients}
+    assert min(per_epoch.values()) >= 1
+    clustered = next(r.round for r in rounds if r.clustering.get("clustered"))
+    assert clustered == 3  # 2 held rounds, then the clustering
+    for r in rounds:
+        epochs = 3 if r.round <= clustered else 1
+        assert {c.id: c.steps for c in r.clients} == {i: epochs * n for i, n in per_epoch.items()}

@@ -183,7 +183,7 @@ def model_init(cfg: Config, ctx: RunContext) -> ModelInit:
 
     layers = tuple(weight_layers(ctx.model.slots))  # refine's signatures, per matrix
     return ModelInit(ctx.model.vector(), fresh, cfg.seed, layers,
-                     len(ctx.federation.train_idx), cfg.rounds)
+                     len(ctx.federation.train_idx), cfg.rounds, cfg.client.local_epochs)
 
 
 def build(cfg: Config, run_dir: Path | None = None, dist: DistInfo | None = None) -> Run:

@@ -31,6 +31,7 @@ from .data.federation import Federation
 from .engines import Engine
 from .fl.algorithm import Hooks
 from .fl.attack import attack_of
+from .fl.client import LocalRule
 from .fl.client_state import keep_held
 from .fl.clustering import ModelInit, agreement
 from .fl.evaluate import EvalStats
@@ -107,7 +108,7 @@ class FederatedRounds:
         updates = RoundUpdates(len(jobs))
         begun = self.hooks.start(state, round_, engine, jobs, starts)
         state, jobs = begun.state, begun.jobs
-        it = engine.train(round_, jobs, begun.corrections, begun.rule)
+        it = engine.train(round_, jobs, begun.corrections, _rule(begun.rule, state.method))
         while True:
             with prof.section("train"):
                 update = next(it, None)
@@ -189,6 +190,15 @@ class FederatedRounds:
         if s.on_too_few == "abort":
             raise TooFewUpdates(f"{what} (server.on_too_few = \"abort\")")
         log.warning("%s: no model step this round (server.on_too_few = \"skip\")", what)
+
+
+def _rule(rule: LocalRule | None, method: dict) -> LocalRule | None:
+    """The round's training rule: the algorithm's, with the clustering method's local
+    epochs while its state asks for them (refine's signature rounds: clustering/base.py)."""
+    epochs = method.get("epochs")
+    if epochs is None or (rule is not None and rule.epochs is not None):
+        return rule
+    return dataclasses.replace(rule or LocalRule(), epochs=int(epochs))
 
 
 def _evaluate(engine: Engine, state: RunState, everyone: bool = False

@@ -187,6 +187,7 @@ class ClusterConfig(_Section):
     sketch_dim: int = 256
     n_init: int = 10
     warmup_rounds: int | Literal["auto"] = "auto"
+    signature_epochs: int | Literal["auto"] = "auto"
     distance_threshold: float = 0.0
     restarts: int = 1
     restart_rounds: int = 3
@@ -201,6 +202,9 @@ class ClusterConfig(_Section):
         self._check("warmup_rounds", self.warmup_rounds == "auto" or self.warmup_rounds >= 0,
                     'an integer >= 0 or "auto" (2 for refine, longer while some client is '
                     'unseen; 0 for the other methods)')
+        self._check("signature_epochs",
+                    self.signature_epochs == "auto" or self.signature_epochs >= 1,
+                    'an integer >= 1 or "auto" (refine: 5, at least client.local_epochs)')
         self._check("distance_threshold", self.distance_threshold >= 0,
                     "a number >= 0 (0: cut the dendrogram at k clusters)")
         self._check("restarts", self.restarts >= 1, "an integer >= 1")

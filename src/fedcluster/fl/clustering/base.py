@@ -9,6 +9,8 @@ rest (growing the model set, aggregating, recording).
 
 A method object holds its settings only; what it must remember between rounds is
 plain data (a dict of JSON values) kept in the run state, handed in and returned.
+While that state holds ``"epochs"``, the round's clients train that many local epochs
+instead of ``client.local_epochs`` (refine's signature rounds).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class ModelInit:
     layers: tuple[tuple[int, int, int], ...] = ()  # weight matrices: (offset, rows, columns)
     clients: int = 0  # clients in the federation (0: not known)
     rounds: int = 0  # rounds of the run (0: not known)
+    local_epochs: int = 1  # client.local_epochs
 
 
 @dataclass(frozen=True)

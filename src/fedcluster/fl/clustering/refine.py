@@ -48,7 +48,7 @@ from .diagnostics import best_k, scan_k
 from .kmeans import kmeans_labels
 from .signature import accumulate, round_signatures, stacked
 
-__all__ = ["RESTARTS_PER_N_INIT", "SIGNATURE_DIM", "Refine"]
+__all__ = ["RESTARTS_PER_N_INIT", "SIGNATURE_DIM", "SIGNATURE_EPOCHS", "Refine"]
 
 # Measured on label-permuted digits, half of the clients per round (benchmarks/RESULTS.md):
 # the signatures of 33-36 clients sketched to 256 dimensions and clustered with 10 KMeans
@@ -72,6 +72,14 @@ MOVE_MARGIN = 0.2
 # 0.5: 2.0-2.5 on every model): such clients ended in the wrong cluster on 7 of 10 runs
 # (ARI 0.867-0.932); held on, the clustering sees them (benchmarks/RESULTS.md).
 HOLD_SHARE = 3
+# The rounds that gather signatures train each client this many local epochs (at least
+# client.local_epochs; ``cluster.signature_epochs = "auto"``): a short local run from a
+# random model says little about the client. Measured with 5 (benchmarks/RESULTS.md):
+# 1-D waves, 4 label-permuted groups of 25 clients with 12 signals each: clustering ARI
+# 0.26 -> 0.85, the last round's 0.41 -> 0.97 (seed 0); label skew inside the groups
+# (rotated-dirichlet-half): min ARI over 10 seeds 0.932 -> 1.000, and 4-6 points of
+# accuracy, as the cluster models start from a longer first step.
+SIGNATURE_EPOCHS = 5
 
 
 class Refine:
@@ -84,14 +92,20 @@ class Refine:
         self.scan, self.warmup = cfg.n_init, cfg.resolved_warmup
         self.extend = cfg.warmup_rounds == "auto"  # hold on until every client is seen
         self.n_init = cfg.n_init * RESTARTS_PER_N_INIT  # for the k taken
+        self.signature_epochs = cfg.signature_epochs
 
     def init(self, start: ModelInit, restart: int = 0) -> tuple[torch.Tensor, MethodState]:
-        """``k`` copies of the initial model (one with ``k = "auto"``)."""
+        """``k`` copies of the initial model (one with ``k = "auto"``); until the
+        clustering, the clients train ``signature_epochs`` local epochs."""
         copies = 1 if self.k == "auto" else int(self.k)
         longest = max(self.warmup, start.rounds // HOLD_SHARE) if self.extend else self.warmup
         state = {"signatures": {}, "counts": {}, "sketch_seed": key_seed(start.seed, SKETCH),
                  "layers": [list(layer) for layer in start.layers],
                  "clients": start.clients, "hold_until": longest}
+        epochs = (max(SIGNATURE_EPOCHS, start.local_epochs) if self.signature_epochs == "auto"
+                  else int(self.signature_epochs))
+        if epochs != start.local_epochs:
+            state["epochs"] = epochs  # the clustering's new state has none (base.py)
         return start.initial[None].repeat(copies, 1), state
 
     def assign(self, round_: int, clients: np.ndarray, current: np.ndarray,
