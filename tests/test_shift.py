@@ -4,7 +4,13 @@ import torch
 
 from fedcluster.config import ConfigError, DataConfig, load_config
 from fedcluster.data import build_federation, load_dataset
-from fedcluster.data.shift import client_groups, label_permutation, rotate_images, shift_group
+from fedcluster.data.shift import (
+    client_groups,
+    derangements,
+    label_permutation,
+    rotate_images,
+    shift_group,
+)
 
 torch.set_num_threads(1)
 
@@ -30,27 +36,40 @@ def test_other_angles_keep_the_size_and_move_pixels():
     assert out[:, :, 4, 7].max() < 255  # the bar has moved away from where it was
 
 
-@pytest.mark.parametrize("classes", [2, 3, 10, 62])
-def test_label_permutations_are_derangements_over_many_seeds(classes):
-    """No group's permutation has a fixed point, for group counts below, at and above the
-    number of classes; below it, two groups also never agree on a label."""
+@pytest.mark.parametrize("classes", [2, 3, 4, 10, 62])
+def test_label_permutations_are_distinct_derangements_over_many_seeds(classes):
+    """No group's permutation has a fixed point and no two groups share one, for group
+    counts below, at and above the number of classes; below it, two groups also never
+    agree on a label."""
     ident = np.arange(classes)
     for groups in sorted({2, 3, 4, classes - 1, classes, classes + 3} - {0, 1}):
+        if groups > derangements(classes):
+            with pytest.raises(ValueError, match=f"fewer than the {groups} groups"):
+                label_permutation(classes, 0, 0, groups)
+            continue
         for seed in range(25):
             perms = np.stack([label_permutation(classes, g, seed, groups)
                               for g in range(groups)])
             assert (np.sort(perms, axis=1) == ident).all()  # permutations
             assert not (perms == ident).any(), (groups, seed)  # no fixed point
+            assert len({tuple(p) for p in perms}) == groups, (groups, seed)  # distinct
             if groups < classes:
                 for g in range(groups):
                     for h in range(g):
                         assert not (perms[g] == perms[h]).any(), (groups, seed, g, h)
             again = [label_permutation(classes, g, seed, groups) for g in range(groups)]
             assert (np.stack(again) == perms).all()  # keyed by the seed
-    seen = {tuple(label_permutation(classes, 1, seed, 2)) for seed in range(25)}
-    assert len(seen) == 1 if classes == 2 else len(seen) >= 2  # the seed matters
+    if classes > 2:  # two labels have one derangement: no second group
+        seen = {tuple(label_permutation(classes, 0, seed, 2)) for seed in range(25)}
+        assert len(seen) >= 2  # the seed matters
     with pytest.raises(ValueError):
         label_permutation(1, 0, 0, 2)
+
+
+def test_every_derangement_of_four_labels_can_be_a_group():
+    assert [derangements(n) for n in range(7)] == [1, 0, 1, 2, 9, 44, 265]
+    perms = {tuple(label_permutation(4, g, 3, 9)) for g in range(9)}
+    assert len(perms) == 9 and all(p[i] != i for p in perms for i in range(4))
 
 
 def test_shift_group_applies_the_permutation_to_labels_only():
@@ -140,3 +159,17 @@ def test_shift_config_is_validated():
         load_config(None, ["data.groups=50", "data.num_clients=20"])
     with pytest.raises(ConfigError, match="data.shift"):
         load_config(None, ["data.shift=flip", "data.groups=2"])
+
+
+def test_more_permuted_groups_than_label_maps_is_refused_naming_the_keys():
+    from fedcluster.data.partition import PartitionError
+    from fedcluster.data.sources import ArrayDataset
+
+    x, y = torch.zeros(40, 1, 2, 2), torch.arange(40) % 3
+    three = ArrayDataset(x, y, x[:12], y[:12], 3)
+    two = build_federation(three, DataConfig(num_clients=4, groups=2, shift="permute-labels"), 0)
+    assert len(two.train_idx) == 4  # 3 labels have 2 derangements: 2 groups are fine
+    cfg = DataConfig(num_clients=6, groups=3, shift="permute-labels")
+    with pytest.raises(PartitionError, match=r'data.groups = 3 with data.shift = "permute-labels"'
+                                              r".*3 labels have 2 derangement"):
+        build_federation(three, cfg, seed=0)

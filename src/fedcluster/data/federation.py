@@ -12,7 +12,7 @@ import torch
 from ..config import DataConfig
 from ..rng import PARTITION, numpy_rng
 from .partition import PARTITIONS, PartitionError, eval_split, iid
-from .shift import client_groups, shift_group
+from .shift import client_groups, derangements, shift_group
 from .sources import ArrayDataset
 
 __all__ = ["Federation", "build_federation", "own_eval_split"]
@@ -162,6 +162,13 @@ def grouped_federation(dataset: ArrayDataset, cfg: DataConfig, seed: int) -> Fed
     """
     rng = numpy_rng(seed, PARTITION)
     n_groups = cfg.groups
+    maps = derangements(dataset.num_classes)
+    if cfg.shift == "permute-labels" and n_groups > maps:
+        raise PartitionError(
+            f'data.groups = {n_groups} with data.shift = "permute-labels": the dataset\'s '
+            f"{dataset.num_classes} labels have {maps} derangement(s) (label maps that move "
+            f"every label), so some groups would see the same labels; use at most {maps} "
+            "group(s) or another shift")
     group_of = client_groups(cfg.num_clients, n_groups)
     ytr, yte = dataset.train_y.numpy(), dataset.test_y.numpy()
     if cfg.replicate:

@@ -26,6 +26,7 @@ __all__ = [
     "SHIFTS",
     "GroupInfo",
     "client_groups",
+    "derangements",
     "label_permutation",
     "rotate_images",
     "shift_group",
@@ -64,31 +65,50 @@ def rotate_images(x: torch.Tensor, degrees: float) -> torch.Tensor:
 
 
 def label_permutation(num_classes: int, group: int, seed: int, groups: int = 2) -> np.ndarray:
-    """The label map of ``group`` of ``groups``: a derangement (``perm[y] != y`` for all y).
+    """The label map of ``group`` of ``groups``: a derangement (``perm[y] != y`` for all y),
+    and no two groups share one.
 
-    With ``groups < num_classes`` the groups also disagree on every label
-    (``perm_g[y] != perm_h[y]`` for ``g != h``): group ``g`` maps ``y`` to
+    Groups below ``num_classes - 1`` also disagree on every label (``perm_g[y] !=
+    perm_h[y]`` for ``g != h``): group ``g`` maps ``y`` to
     ``order[(rank(y) + offset_g) % num_classes]``, a seeded ordering ``order`` of the
-    labels shifted by a nonzero offset, distinct per group, drawn from ``seed``. With more
-    groups than that allows, each group draws a uniform derangement keyed by
-    ``(seed, group)``.
+    labels shifted by a nonzero offset, distinct per group, drawn from ``seed``. Each
+    group past those draws a uniform derangement, keyed by ``seed``, that no group before
+    it has (with 4 classes and 4 groups, independent draws gave two groups the same map
+    on 3 of 10 seeds: 3 groups, not 4). More groups than there are derangements of the
+    labels is a ``ValueError``.
     """
     if num_classes < 2:
         raise ValueError(f"label permutations need at least 2 classes, got {num_classes}")
     if not 0 <= group < groups:
         raise ValueError(f"group {group} is not one of {groups} groups")
-    if groups < num_classes:
-        rng = numpy_rng(seed, SHIFT)
-        order = rng.permutation(num_classes)
-        offset = 1 + rng.permutation(num_classes - 1)[group]
-        rank = np.empty(num_classes, dtype=np.int64)
-        rank[order] = np.arange(num_classes)
-        return order[(rank + offset) % num_classes]
-    rng = numpy_rng(seed, SHIFT, group)
+    if groups > derangements(num_classes):
+        raise ValueError(f"{num_classes} labels have {derangements(num_classes)} "
+                         f"derangement(s), fewer than the {groups} groups: some groups "
+                         "would see the same labels")
+    rng = numpy_rng(seed, SHIFT)
+    order = rng.permutation(num_classes)
+    offsets = 1 + rng.permutation(num_classes - 1)
+    rank = np.empty(num_classes, dtype=np.int64)
+    rank[order] = np.arange(num_classes)
+    if group < num_classes - 1:
+        return order[(rank + offsets[group]) % num_classes]
+    taken = {tuple(order[(rank + o) % num_classes]) for o in offsets}
+    extra = numpy_rng(seed, SHIFT, num_classes)
     while True:  # a uniform permutation is a derangement with probability ~1/e
-        perm = rng.permutation(num_classes)
-        if not (perm == np.arange(num_classes)).any():
+        perm = extra.permutation(num_classes)
+        if (perm == np.arange(num_classes)).any() or tuple(perm) in taken:
+            continue
+        if len(taken) == group:
             return perm
+        taken.add(tuple(perm))
+
+
+def derangements(n: int) -> int:
+    """How many permutations of ``n`` labels leave none in place."""
+    count, before = 0, 1  # D(1), D(0)
+    for m in range(2, n + 1):
+        count, before = (m - 1) * (count + before), count
+    return count if n >= 1 else 1
 
 
 @SHIFTS.register("none")
