@@ -66,10 +66,14 @@ def test_label_permutations_are_distinct_derangements_over_many_seeds(classes):
         label_permutation(1, 0, 0, 2)
 
 
-def test_every_derangement_of_four_labels_can_be_a_group():
+def test_groups_of_four_labels_take_maps_that_agree_as_little_as_possible():
     assert [derangements(n) for n in range(7)] == [1, 0, 1, 2, 9, 44, 265]
     perms = {tuple(label_permutation(4, g, 3, 9)) for g in range(9)}
     assert len(perms) == 9 and all(p[i] != i for p in perms for i in range(4))
+    for seed in range(25):  # 4 maps of 4 labels that pairwise share at most one label
+        maps = np.stack([label_permutation(4, g, seed, 4) for g in range(4)])
+        shared = (maps[:, None] == maps[None]).sum(axis=2)
+        assert shared[~np.eye(4, dtype=bool)].max() == 1, seed
 
 
 def test_shift_group_applies_the_permutation_to_labels_only():

@@ -13,6 +13,7 @@ a plugin registers its own with ``@SHIFTS.register("name")``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -68,14 +69,16 @@ def label_permutation(num_classes: int, group: int, seed: int, groups: int = 2) 
     """The label map of ``group`` of ``groups``: a derangement (``perm[y] != y`` for all y),
     and no two groups share one.
 
-    Groups below ``num_classes - 1`` also disagree on every label (``perm_g[y] !=
-    perm_h[y]`` for ``g != h``): group ``g`` maps ``y`` to
+    With ``groups < num_classes`` the groups also disagree on every label
+    (``perm_g[y] != perm_h[y]`` for ``g != h``): group ``g`` maps ``y`` to
     ``order[(rank(y) + offset_g) % num_classes]``, a seeded ordering ``order`` of the
-    labels shifted by a nonzero offset, distinct per group, drawn from ``seed``. Each
-    group past those draws a uniform derangement, keyed by ``seed``, that no group before
-    it has (with 4 classes and 4 groups, independent draws gave two groups the same map
-    on 3 of 10 seeds: 3 groups, not 4). More groups than there are derangements of the
-    labels is a ``ValueError``.
+    labels shifted by a nonzero offset, distinct per group, drawn from ``seed``. With more
+    groups than that allows, the groups take the set of distinct derangements whose two
+    closest maps agree on the fewest labels among ``MAP_SEARCH`` seeded draws (with 4
+    classes and 4 groups, independent draws gave two groups the same map on 3 of 10
+    seeds, and two maps that agree on 2 of the 4 labels are hard to tell apart; 4 maps
+    that pairwise agree on at most 1 exist). More groups than there are derangements of
+    the labels is a ``ValueError``.
     """
     if num_classes < 2:
         raise ValueError(f"label permutations need at least 2 classes, got {num_classes}")
@@ -85,22 +88,38 @@ def label_permutation(num_classes: int, group: int, seed: int, groups: int = 2) 
         raise ValueError(f"{num_classes} labels have {derangements(num_classes)} "
                          f"derangement(s), fewer than the {groups} groups: some groups "
                          "would see the same labels")
+    if groups < num_classes:
+        rng = numpy_rng(seed, SHIFT)
+        order = rng.permutation(num_classes)
+        offset = 1 + rng.permutation(num_classes - 1)[group]
+        rank = np.empty(num_classes, dtype=np.int64)
+        rank[order] = np.arange(num_classes)
+        return order[(rank + offset) % num_classes]
+    return _apart(num_classes, seed, groups)[group].copy()
+
+
+MAP_SEARCH = 64  # seeded sets of label maps tried when the groups cannot disagree everywhere
+
+
+@functools.lru_cache(maxsize=16)
+def _apart(num_classes: int, seed: int, groups: int) -> np.ndarray:
+    """``groups`` distinct derangements of ``num_classes`` labels, the first of
+    ``MAP_SEARCH`` seeded sets with the fewest labels shared by its two closest maps."""
     rng = numpy_rng(seed, SHIFT)
-    order = rng.permutation(num_classes)
-    offsets = 1 + rng.permutation(num_classes - 1)
-    rank = np.empty(num_classes, dtype=np.int64)
-    rank[order] = np.arange(num_classes)
-    if group < num_classes - 1:
-        return order[(rank + offsets[group]) % num_classes]
-    taken = {tuple(order[(rank + o) % num_classes]) for o in offsets}
-    extra = numpy_rng(seed, SHIFT, num_classes)
-    while True:  # a uniform permutation is a derangement with probability ~1/e
-        perm = extra.permutation(num_classes)
-        if (perm == np.arange(num_classes)).any() or tuple(perm) in taken:
-            continue
-        if len(taken) == group:
-            return perm
-        taken.add(tuple(perm))
+    best, closest = np.empty(0), num_classes + 1
+    for _ in range(MAP_SEARCH):
+        maps: dict[tuple[int, ...], None] = {}
+        while len(maps) < groups:  # a uniform permutation is a derangement w.p. ~1/e
+            perm = rng.permutation(num_classes)
+            if not (perm == np.arange(num_classes)).any():
+                maps.setdefault(tuple(perm.tolist()))
+        chosen = np.array(list(maps), dtype=np.int64)
+        shared = (chosen[:, None, :] == chosen[None, :, :]).sum(axis=2)
+        np.fill_diagonal(shared, 0)
+        if shared.max() < closest:
+            best, closest = chosen, int(shared.max())
+    best.setflags(write=False)
+    return best
 
 
 def derangements(n: int) -> int:

@@ -7,8 +7,9 @@ comparable across clients, so the k cluster models are created by clustering the
 ``warmup_rounds`` the models are held still (no model step) and each sampled client's
 update from the initial model is kept as its signature (signature.py: per weight
 matrix, the direction shared by every client's rows projected out and each row scaled
-to unit norm; averaged over the rounds it was sampled in); the next round's clients train from that
-model too, and KMeans of every signature gathered creates the k models. With partial
+to unit norm; averaged over the rounds it was sampled in; trained for ``signature_epochs``
+local epochs, ``SIGNATURE_EPOCHS``); the next round's clients train from that model
+too, and KMeans of every signature gathered creates the k models. With partial
 participation the clustering so sees every client sampled in any of those rounds, not
 only one round's (with half of the clients per round and 2 such rounds, 7/8 of them;
 an ``auto`` warm-up holds on while some client has no signature, for at most a third
