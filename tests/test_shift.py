@@ -177,3 +177,20 @@ def test_more_permuted_groups_than_label_maps_is_refused_naming_the_keys():
     with pytest.raises(PartitionError, match=r'data.groups = 3 with data.shift = "permute-labels"'
                                               r".*3 labels have 2 derangement"):
         build_federation(three, cfg, seed=0)
+
+
+def test_rotating_what_is_not_a_square_image_is_refused_naming_the_keys():
+    from fedcluster.data.partition import PartitionError
+    from fedcluster.data.sources import ArrayDataset
+
+    def data(*shape):
+        x, y = torch.rand(40, *shape), torch.arange(40) % 4
+        return ArrayDataset(x, y, x[:12], y[:12], 4)
+
+    with pytest.raises(PartitionError, match=r'data.shift = "rotate" turns images.*\(30,\)'):
+        build_federation(data(30), DataConfig(num_clients=4, groups=2, shift="rotate"), 0)
+    wide = data(1, 4, 6)
+    with pytest.raises(PartitionError, match=r"data.groups = 4 turns some group by 90°.*4x6"):
+        build_federation(wide, DataConfig(num_clients=4, groups=4, shift="rotate"), 0)
+    half_turn = build_federation(wide, DataConfig(num_clients=4, groups=2, shift="rotate"), 0)
+    assert len(half_turn.train_idx) == 4  # 0° and 180° keep a 4x6 image 4x6

@@ -152,6 +152,28 @@ def _federation(dataset: ArrayDataset, cfg: DataConfig, seed: int, site: int,
     return Federation(dataset, parts, evals)
 
 
+def _check_shift(dataset: ArrayDataset, cfg: DataConfig) -> None:
+    """Refuse a built-in shift the data cannot take, naming the keys (before any work)."""
+    if cfg.shift == "permute-labels" and cfg.groups > derangements(dataset.num_classes):
+        maps = derangements(dataset.num_classes)
+        raise PartitionError(
+            f'data.groups = {cfg.groups} with data.shift = "permute-labels": the dataset\'s '
+            f"{dataset.num_classes} labels have {maps} derangement(s) (label maps that move "
+            f"every label), so some groups would see the same labels; use at most {maps} "
+            "group(s) or another shift")
+    shape = tuple(dataset.input_shape)
+    if cfg.shift == "rotate" and len(shape) != 3:
+        raise PartitionError(
+            f'data.shift = "rotate" turns images (samples [channels, height, width]); '
+            f"this dataset's samples have shape {shape}: use \"permute-labels\" or a shift "
+            "of your own (fedcluster.data.SHIFTS)")
+    quarter = any((g * 360 / cfg.groups) % 180 == 90 for g in range(cfg.groups))
+    if cfg.shift == "rotate" and quarter and shape[-1] != shape[-2]:
+        raise PartitionError(
+            f'data.shift = "rotate" with data.groups = {cfg.groups} turns some group by 90°, '
+            f"which needs square images; these are {shape[-2]}x{shape[-1]}")
+
+
 def grouped_federation(dataset: ArrayDataset, cfg: DataConfig, seed: int) -> Federation:
     """Clients split evenly into ``cfg.groups`` groups, each group under its own shift.
 
@@ -162,13 +184,7 @@ def grouped_federation(dataset: ArrayDataset, cfg: DataConfig, seed: int) -> Fed
     """
     rng = numpy_rng(seed, PARTITION)
     n_groups = cfg.groups
-    maps = derangements(dataset.num_classes)
-    if cfg.shift == "permute-labels" and n_groups > maps:
-        raise PartitionError(
-            f'data.groups = {n_groups} with data.shift = "permute-labels": the dataset\'s '
-            f"{dataset.num_classes} labels have {maps} derangement(s) (label maps that move "
-            f"every label), so some groups would see the same labels; use at most {maps} "
-            "group(s) or another shift")
+    _check_shift(dataset, cfg)
     group_of = client_groups(cfg.num_clients, n_groups)
     ytr, yte = dataset.train_y.numpy(), dataset.test_y.numpy()
     if cfg.replicate:

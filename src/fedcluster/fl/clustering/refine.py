@@ -78,8 +78,8 @@ HOLD_SHARE = 3
 # random model says little about the client. Measured with 5 (benchmarks/RESULTS.md):
 # 1-D waves, 4 label-permuted groups of 25 clients with 12 signals each: clustering ARI
 # 0.26 -> 0.85, the last round's 0.41 -> 0.97 (seed 0); label skew inside the groups
-# (rotated-dirichlet-half): min ARI over 10 seeds 0.932 -> 1.000, and 4-6 points of
-# accuracy, as the cluster models start from a longer first step.
+# (rotated-dirichlet-half): min ARI over 10 seeds 0.932 -> 1.000, and 1-7 points of
+# accuracy on every digits federation, as the cluster models start from a longer step.
 SIGNATURE_EPOCHS = 5
 
 
