@@ -78,9 +78,10 @@ def _same_models(a: dict, b: dict) -> bool:
         a[f].keys() == b[f].keys() and all((a[f][t] == b[f][t]).all() for t in a[f]) for f in a)
 
 
-@pytest.mark.parametrize("extra", [[], ["cluster.method=ifca", "cluster.restarts=2",
-                                        "cluster.restart_rounds=1"], ["--nproc", "2"]],
-                         ids=["default", "ifca", "nproc2"])
+@pytest.mark.parametrize("extra", [
+    [], pytest.param(["cluster.method=ifca", "cluster.restarts=2", "cluster.restart_rounds=1"],
+                     marks=pytest.mark.slow),  # in-process: test_resume.py's ifca-restarts
+    ["--nproc", "2"]], ids=["default", "ifca", "nproc2"])
 def test_killed_run_resumes_to_the_uninterrupted_result(extra, cli, tmp_path):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert cli("run", *BASE, *extra, "-q", "--out", str(whole)).returncode == 0

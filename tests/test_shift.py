@@ -47,7 +47,7 @@ def test_label_permutations_are_distinct_derangements_over_many_seeds(classes):
             with pytest.raises(ValueError, match=f"fewer than the {groups} groups"):
                 label_permutation(classes, 0, 0, groups)
             continue
-        for seed in range(25):
+        for seed in range(25 if classes <= 10 else 5):
             perms = np.stack([label_permutation(classes, g, seed, groups)
                               for g in range(groups)])
             assert (np.sort(perms, axis=1) == ident).all()  # permutations
