@@ -154,8 +154,8 @@ def _federation(dataset: ArrayDataset, cfg: DataConfig, seed: int, site: int,
 
 def _check_shift(dataset: ArrayDataset, cfg: DataConfig) -> None:
     """Refuse a built-in shift the data cannot take, naming the keys (before any work)."""
-    if cfg.shift == "permute-labels" and cfg.groups > derangements(dataset.num_classes):
-        maps = derangements(dataset.num_classes)
+    maps = derangements(dataset.num_classes)
+    if cfg.shift == "permute-labels" and cfg.groups > maps:
         raise PartitionError(
             f'data.groups = {cfg.groups} with data.shift = "permute-labels": the dataset\'s '
             f"{dataset.num_classes} labels have {maps} derangement(s) (label maps that move "

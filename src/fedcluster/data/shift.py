@@ -84,8 +84,8 @@ def label_permutation(num_classes: int, group: int, seed: int, groups: int = 2) 
         raise ValueError(f"label permutations need at least 2 classes, got {num_classes}")
     if not 0 <= group < groups:
         raise ValueError(f"group {group} is not one of {groups} groups")
-    if groups > derangements(num_classes):
-        raise ValueError(f"{num_classes} labels have {derangements(num_classes)} "
+    if groups > (maps := derangements(num_classes)):
+        raise ValueError(f"{num_classes} labels have {maps} "
                          f"derangement(s), fewer than the {groups} groups: some groups "
                          "would see the same labels")
     if groups < num_classes:
